@@ -1,0 +1,157 @@
+//! The `mercato` command line.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::domain::rbac::Role;
+use crate::ops;
+use crate::startup::Application;
+use crate::store::Store;
+use crate::store::audit::Actor;
+
+#[derive(Parser)]
+#[command(name = "mercato", version, about = "A headless commerce engine that does not break on sale day")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the API (migrations are applied at start).
+    Serve {
+        /// Load the demo catalog first if the shop has no products.
+        #[arg(long)]
+        demo: bool,
+        /// How many demo products to create.
+        #[arg(long, default_value_t = 300)]
+        demo_products: usize,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Fill an empty catalog.
+    Seed {
+        /// The demo catalog (the only seed there is).
+        #[arg(long, required = true)]
+        demo: bool,
+        #[arg(long, default_value_t = 300)]
+        products: usize,
+    },
+    /// Import products from a JSON Lines file (one product per line), idempotent by SKU.
+    Import { file: PathBuf },
+    /// Staff and maintenance tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create a staff account (the first owner, typically).
+    CreateStaff {
+        #[arg(long)]
+        email: String,
+        /// owner, catalog_manager, fulfilment, support or analyst.
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { demo, demo_products } => {
+            let app = Application::build(&settings).await?;
+            if demo {
+                seed_demo(app.store(), demo_products).await?;
+            }
+            app.run_until_stopped().await
+        }
+        Command::Migrate => {
+            connect(&settings).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Seed { demo: _, products } => seed_demo(&connect(&settings).await?, products).await,
+        Command::Import { file } => {
+            let store = connect(&settings).await?;
+            let total = std::io::BufReader::new(std::fs::File::open(&file)?).lines().count() as u64;
+            let reader = std::io::BufReader::new(std::fs::File::open(&file)?);
+            let report = ops::import::import_jsonl(&store, reader, total, std::io::stderr().is_terminal()).await?;
+            eprintln!(
+                "{} created, {} updated, {} unchanged, {} failed",
+                report.created,
+                report.updated,
+                report.unchanged,
+                report.failed.len()
+            );
+            for (line, why) in &report.failed {
+                eprintln!("line {line}: {why}");
+            }
+            if report.failed.is_empty() { Ok(()) } else { Err(anyhow::anyhow!("{} line(s) failed", report.failed.len())) }
+        }
+        Command::Admin { command: AdminCommand::CreateStaff { email, role, name, password_stdin } } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("unknown role `{role}`; use owner, catalog_manager, fulfilment, support or analyst")
+            })?;
+            let password = if password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                let first = rpassword::prompt_password("Password: ")?;
+                if first != rpassword::prompt_password("Repeat password: ")? {
+                    anyhow::bail!("the passwords differ");
+                }
+                first
+            };
+            let store = connect(&settings).await?;
+            let input = ops::staff::NewStaffInput { email, name, role, password };
+            let member = ops::staff::create_staff(&store, input, &Actor::cli()).await.map_err(describe)?;
+            eprintln!("created {} ({}) with id {}", member.email, member.role.as_str(), member.id);
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", crate::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    settings.check_safety()?;
+    let store = Store::connect(&settings.database_url(), settings.database_max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn seed_demo(store: &Store, products: usize) -> anyhow::Result<()> {
+    let report = ops::demo::seed(store, products, std::io::stderr().is_terminal()).await?;
+    if report.products == 0 {
+        tracing::info!("catalog already has products; demo seed skipped");
+    } else {
+        tracing::info!(categories = report.categories, products = report.products, "demo catalog loaded");
+    }
+    Ok(())
+}
+
+/// Turns an API error into a message for the terminal, field by field.
+fn describe(err: crate::error::ApiError) -> anyhow::Error {
+    match err {
+        crate::error::ApiError::Validation(fields) => anyhow::anyhow!(
+            "{}",
+            fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("\n")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    }
+}

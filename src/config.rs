@@ -1,0 +1,194 @@
+//! Settings: safe defaults in code for the embedded mode, then an optional
+//! `mercato.toml`, then environment variables. Whatever would be unsafe in a
+//! shared deployment is refused at start with a message saying what to set.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Minimum length of an operator-supplied signing secret (256 bits as hex or text).
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Folder for the SQLite file and other local state.
+    pub data_dir: PathBuf,
+    /// `postgres://...` or `sqlite://...`; the SQLite file under `data_dir` when absent.
+    pub database_url: Option<String>,
+    pub database_max_connections: u32,
+    /// HMAC secret for access tokens. Generated and kept in `data_dir` in the embedded mode.
+    pub jwt_secret: Option<String>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Comma-separated storefront origins allowed by CORS (`*` for any).
+    pub cors_origins: String,
+    pub body_limit_bytes: usize,
+    /// Storefront and admin reads per client IP per second (burst = 2×).
+    pub rate_limit_reads_per_second: u32,
+    /// Writes per client IP per second (burst = 2×).
+    pub rate_limit_writes_per_second: u32,
+    /// Login attempts per client IP per minute.
+    pub rate_limit_logins_per_minute: u32,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you run).
+    pub trust_forwarded_for: bool,
+    /// `json` (default) or `pretty`.
+    pub log_format: String,
+    /// Currency used when a request names none.
+    pub default_currency: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_max_connections: 16,
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            cors_origins: String::new(),
+            body_limit_bytes: 1024 * 1024,
+            rate_limit_reads_per_second: 200,
+            rate_limit_writes_per_second: 50,
+            rate_limit_logins_per_minute: 10,
+            trust_forwarded_for: false,
+            log_format: "json".into(),
+            default_currency: "EUR".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("unsafe configuration: {0}")]
+    Unsafe(String),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults, then `mercato.toml` (or the file in `MERCATO_CONFIG`), then `MERCATO_*`
+    /// variables and `DATABASE_URL`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("MERCATO_CONFIG").unwrap_or_else(|_| "mercato.toml".into());
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("MERCATO_"))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .extract::<Settings>()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("MERCATO_LISTEN `{}` is not an address like 127.0.0.1:8080", self.listen)))
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("mercato.db").display()),
+        }
+    }
+
+    pub fn uses_postgres(&self) -> bool {
+        let url = self.database_url();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_origins.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// Refuses settings that are fine on a laptop but dangerous when the database is shared.
+    pub fn check_safety(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if crate::domain::money::Currency::parse(&self.default_currency).is_err() {
+            return Err(ConfigError::Invalid(format!("MERCATO_DEFAULT_CURRENCY `{}` is not an ISO 4217 code", self.default_currency)));
+        }
+        match &self.jwt_secret {
+            Some(s) if s.len() < MIN_JWT_SECRET_LEN => Err(ConfigError::Unsafe(format!(
+                "MERCATO_JWT_SECRET must be at least {MIN_JWT_SECRET_LEN} characters (use `openssl rand -hex 32`)"
+            ))),
+            None if self.uses_postgres() => Err(ConfigError::Unsafe(
+                "DATABASE_URL points at PostgreSQL, which several instances may share, but MERCATO_JWT_SECRET is not set; \
+                 set it to the same random value (at least 32 characters, e.g. `openssl rand -hex 32`) on every instance"
+                    .into(),
+            )),
+            _ if self.access_token_ttl_secs == 0 || self.access_token_ttl_secs > 24 * 3600 => Err(ConfigError::Unsafe(
+                "MERCATO_ACCESS_TOKEN_TTL_SECS must be between 1 and 86400".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The configured secret, or (embedded mode only) one generated once and kept in
+    /// `data_dir/jwt_secret` so tokens survive restarts.
+    pub fn resolve_jwt_secret(&self) -> anyhow::Result<String> {
+        if let Some(s) = &self.jwt_secret {
+            return Ok(s.clone());
+        }
+        let path = self.data_dir.join("jwt_secret");
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            if existing.trim().len() >= MIN_JWT_SECRET_LEN {
+                return Ok(existing.trim().to_owned());
+            }
+        }
+        let secret = crate::auth::tokens::random_token();
+        write_private(&path, &secret)?;
+        Ok(secret)
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_without_a_secret_is_refused() {
+        let s = Settings { database_url: Some("postgres://localhost/shop".into()), ..Settings::default() };
+        let err = s.check_safety().unwrap_err().to_string();
+        assert!(err.contains("MERCATO_JWT_SECRET"), "{err}");
+        let s = Settings { jwt_secret: Some("x".repeat(40)), ..s };
+        assert!(s.check_safety().is_ok());
+    }
+
+    #[test]
+    fn short_secrets_and_bad_addresses_are_refused() {
+        let s = Settings { jwt_secret: Some("short".into()), ..Settings::default() };
+        assert!(s.check_safety().is_err());
+        let s = Settings { listen: "8080".into(), ..Settings::default() };
+        assert!(s.check_safety().is_err());
+    }
+
+    #[test]
+    fn the_embedded_default_is_safe() {
+        let s = Settings::default();
+        assert!(s.check_safety().is_ok());
+        assert!(!s.uses_postgres());
+        assert!(s.database_url().starts_with("sqlite://"));
+    }
+}

@@ -1,0 +1,12 @@
+//! Pure types and rules. Nothing in here performs I/O or knows about HTTP or SQL,
+//! so every rule can be unit- and property-tested in isolation.
+
+pub mod catalog;
+pub mod category_tree;
+pub mod cursor;
+pub mod email;
+pub mod money;
+pub mod rbac;
+pub mod slug;
+pub mod validation;
+pub mod variant_matrix;

@@ -1,0 +1,128 @@
+//! Staff roles and what each may do. The table below is the single source of
+//! truth: admin routes declare the permission they need, and a role grants a fixed
+//! set of permissions. Nothing is granted by default.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including staff management.
+    Owner,
+    /// Products, variants, categories and stock levels.
+    CatalogManager,
+    /// Warehouse work: reads the catalog, moves stock, fulfils orders.
+    Fulfilment,
+    /// Customer service: reads orders and customers, refunds within limits.
+    Support,
+    /// Read-only access to everything that is not a secret, including the audit log.
+    Analyst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    CatalogRead,
+    CatalogWrite,
+    InventoryRead,
+    InventoryWrite,
+    OrdersRead,
+    OrdersFulfil,
+    OrdersRefund,
+    CustomersRead,
+    StaffManage,
+    AuditRead,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 10] = [
+        Permission::CatalogRead,
+        Permission::CatalogWrite,
+        Permission::InventoryRead,
+        Permission::InventoryWrite,
+        Permission::OrdersRead,
+        Permission::OrdersFulfil,
+        Permission::OrdersRefund,
+        Permission::CustomersRead,
+        Permission::StaffManage,
+        Permission::AuditRead,
+    ];
+
+    /// The OAuth-style scope name used in the OpenAPI document and in errors.
+    pub const fn scope(self) -> &'static str {
+        match self {
+            Permission::CatalogRead => "catalog:read",
+            Permission::CatalogWrite => "catalog:write",
+            Permission::InventoryRead => "inventory:read",
+            Permission::InventoryWrite => "inventory:write",
+            Permission::OrdersRead => "orders:read",
+            Permission::OrdersFulfil => "orders:fulfil",
+            Permission::OrdersRefund => "orders:refund",
+            Permission::CustomersRead => "customers:read",
+            Permission::StaffManage => "staff:manage",
+            Permission::AuditRead => "audit:read",
+        }
+    }
+
+    pub fn from_scope(scope: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.scope() == scope)
+    }
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Owner, Role::CatalogManager, Role::Fulfilment, Role::Support, Role::Analyst];
+
+    pub fn grants(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Owner => true,
+            Role::CatalogManager => matches!(permission, CatalogRead | CatalogWrite | InventoryRead | InventoryWrite),
+            Role::Fulfilment => matches!(permission, CatalogRead | InventoryRead | InventoryWrite | OrdersRead | OrdersFulfil),
+            Role::Support => matches!(permission, CatalogRead | OrdersRead | OrdersRefund | CustomersRead),
+            Role::Analyst => matches!(permission, CatalogRead | InventoryRead | OrdersRead | CustomersRead | AuditRead),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::CatalogManager => "catalog_manager",
+            Role::Fulfilment => "fulfilment",
+            Role::Support => "support",
+            Role::Analyst => "analyst",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_manages_staff() {
+        for role in Role::ALL {
+            assert_eq!(role.grants(Permission::StaffManage), role == Role::Owner, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn every_role_can_read_the_catalog_and_names_round_trip() {
+        for role in Role::ALL {
+            assert!(role.grants(Permission::CatalogRead));
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        for p in Permission::ALL {
+            assert_eq!(Permission::from_scope(p.scope()), Some(p));
+        }
+    }
+
+    #[test]
+    fn fulfilment_ships_but_does_not_refund() {
+        assert!(Role::Fulfilment.grants(Permission::OrdersFulfil));
+        assert!(!Role::Fulfilment.grants(Permission::OrdersRefund));
+        assert!(!Role::Analyst.grants(Permission::CatalogWrite));
+    }
+}

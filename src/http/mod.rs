@@ -1,0 +1,174 @@
+//! The HTTP edge: routes and their OpenAPI description are registered together,
+//! then wrapped in the cross-cutting layers (request id, tracing, metrics, rate
+//! limits, body limits, CORS, security headers).
+
+pub mod admin_catalog;
+pub mod admin_staff;
+pub mod cache;
+pub mod catalog;
+pub mod extract;
+pub mod health;
+pub mod rate_limit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::tokens::TokenKeys;
+use crate::config::Settings;
+use crate::domain::money::Currency;
+use crate::error::ApiError;
+use crate::store::Store;
+use rate_limit::{LimitState, RateLimiter};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: TokenKeys,
+    pub default_currency: Currency,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Mercato",
+        description = "Headless commerce engine. Storefront under `/v1`, staff under `/v1/admin`. \
+            Errors are RFC 9457 problem+json with a stable `type` code. Admin routes list the \
+            permission they need as the scope of `staff_token`.",
+    ),
+    modifiers(&SecurityAddon),
+    components(schemas(crate::error::Problem, crate::domain::validation::FieldError)),
+    tags(
+        (name = "storefront", description = "Public catalog reads"),
+        (name = "admin-auth", description = "Staff sessions"),
+        (name = "admin-catalog", description = "Products, variants, categories"),
+        (name = "admin-staff", description = "Staff accounts and the audit log"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.bearer_format = Some("JWT".into());
+        components.add_security_scheme("staff_token", SecurityScheme::Http(bearer));
+    }
+}
+
+/// Every route with its OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(catalog::list_products))
+        .routes(routes!(catalog::get_product))
+        .routes(routes!(catalog::list_categories))
+        .routes(routes!(admin_staff::login))
+        .routes(routes!(admin_staff::refresh))
+        .routes(routes!(admin_staff::logout))
+        .routes(routes!(admin_staff::list_staff, admin_staff::create_staff))
+        .routes(routes!(admin_staff::audit_log))
+        .routes(routes!(admin_catalog::list_products, admin_catalog::create_product))
+        .routes(routes!(admin_catalog::get_product, admin_catalog::update_product))
+        .routes(routes!(admin_catalog::add_variant))
+        .routes(routes!(admin_catalog::update_variant))
+        .routes(routes!(admin_catalog::list_categories, admin_catalog::create_category))
+        .routes(routes!(admin_catalog::update_category, admin_catalog::delete_category))
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+pub fn router(state: AppState, settings: &Settings, limiter: Arc<dyn RateLimiter>) -> Router {
+    let (routes, openapi) = api().split_for_parts();
+    let docs = Router::<AppState>::new().merge(SwaggerUi::new("/docs").url("/v1/openapi.json", openapi)).layer(
+        SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"),
+        ),
+    );
+    let request_id = HeaderName::from_static("x-request-id");
+    let limits = LimitState { limiter, trust_forwarded_for: settings.trust_forwarded_for };
+
+    let app = routes
+        .merge(docs)
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(limits, rate_limit::middleware))
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
+
+    let security_headers = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+
+    let app = app.layer(security_headers);
+    let app = match cors(settings) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }))
+            .layer(PropagateRequestIdLayer::new(request_id)),
+    )
+}
+
+fn cors(settings: &Settings) -> Option<CorsLayer> {
+    let origins = settings.cors_origins();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-cart-token"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([header::ETAG, header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
+            .max_age(Duration::from_secs(3600)),
+    )
+}

@@ -1,0 +1,160 @@
+//! Rate limits per client and per class of route. The limiter is a trait so the
+//! in-process implementation (one process) can be swapped for a shared one
+//! (several instances behind a load balancer) without touching the middleware.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Governor};
+
+use crate::config::Settings;
+use crate::error::ApiError;
+
+/// Which budget a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitClass {
+    Login,
+    Read,
+    Write,
+}
+
+impl LimitClass {
+    pub fn of(method: &Method, path: &str) -> Option<Self> {
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return None;
+        }
+        if path.ends_with("/auth/login") {
+            return Some(LimitClass::Login);
+        }
+        if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+            Some(LimitClass::Read)
+        } else {
+            Some(LimitClass::Write)
+        }
+    }
+}
+
+pub type Check<'a> = Pin<Box<dyn Future<Output = Result<(), Duration>> + Send + 'a>>;
+
+/// Decides whether `key` may spend one unit of `class` now; `Err(wait)` when not.
+pub trait RateLimiter: Send + Sync {
+    fn check<'a>(&'a self, class: LimitClass, key: &'a IpAddr) -> Check<'a>;
+}
+
+type Keyed = Governor<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
+
+/// Token buckets (GCRA) in this process's memory.
+pub struct InProcessLimiter {
+    login: Keyed,
+    read: Keyed,
+    write: Keyed,
+    clock: DefaultClock,
+}
+
+impl InProcessLimiter {
+    pub fn new(settings: &Settings) -> Self {
+        let nz = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let per_second = |n: u32| Quota::per_second(nz(n)).allow_burst(nz(n.saturating_mul(2)));
+        Self {
+            login: Governor::keyed(Quota::per_minute(nz(settings.rate_limit_logins_per_minute))),
+            read: Governor::keyed(per_second(settings.rate_limit_reads_per_second)),
+            write: Governor::keyed(per_second(settings.rate_limit_writes_per_second)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Forgets clients whose buckets are full again, so memory follows active clients.
+    pub fn forget_idle(&self) {
+        self.login.retain_recent();
+        self.read.retain_recent();
+        self.write.retain_recent();
+    }
+}
+
+impl RateLimiter for InProcessLimiter {
+    fn check<'a>(&'a self, class: LimitClass, key: &'a IpAddr) -> Check<'a> {
+        let limiter = match class {
+            LimitClass::Login => &self.login,
+            LimitClass::Read => &self.read,
+            LimitClass::Write => &self.write,
+        };
+        let result = limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(self.clock.now()));
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[derive(Clone)]
+pub struct LimitState {
+    pub limiter: Arc<dyn RateLimiter>,
+    pub trust_forwarded_for: bool,
+}
+
+pub async fn middleware(State(state): State<LimitState>, req: Request, next: Next) -> Response {
+    let Some(class) = LimitClass::of(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let ip = client_ip(&req, state.trust_forwarded_for);
+    match state.limiter.check(class, &ip).await {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            metrics::counter!("http_rate_limited_total", "class" => format!("{class:?}").to_lowercase()).increment(1);
+            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil() as u64 }.into_response()
+        }
+    }
+}
+
+fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_over_its_budget_is_told_when_to_come_back() {
+        let settings = Settings { rate_limit_logins_per_minute: 2, ..Settings::default() };
+        let limiter = InProcessLimiter::new(&settings);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(limiter.check(LimitClass::Login, &a).await.is_ok());
+        assert!(limiter.check(LimitClass::Login, &a).await.is_ok());
+        let wait = limiter.check(LimitClass::Login, &a).await.unwrap_err();
+        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30), "{wait:?}");
+        // Another client, and another class for the same client, have their own budgets.
+        assert!(limiter.check(LimitClass::Login, &b).await.is_ok());
+        assert!(limiter.check(LimitClass::Read, &a).await.is_ok());
+    }
+
+    #[test]
+    fn routes_are_classified() {
+        assert_eq!(LimitClass::of(&Method::POST, "/v1/admin/auth/login"), Some(LimitClass::Login));
+        assert_eq!(LimitClass::of(&Method::GET, "/v1/products"), Some(LimitClass::Read));
+        assert_eq!(LimitClass::of(&Method::PATCH, "/v1/admin/products/x"), Some(LimitClass::Write));
+        assert_eq!(LimitClass::of(&Method::GET, "/healthz"), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! Mercato: a headless commerce engine that does not break on sale day.
+//!
+//! Layers, top to bottom: `http` (routes, extractors, error mapping, OpenAPI) →
+//! `ops` (use cases) → `domain` (pure rules) → `store` (SQL). See
+//! `ARCHITECTURE.md` in the README for the map.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod ops;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,24 @@
+use clap::Parser;
+use mercato::cli::{Cli, run};
+use mercato::config::Settings;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mercato: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    mercato::telemetry::init(&settings.log_format);
+    match run(cli, settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "mercato failed");
+            eprintln!("mercato: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

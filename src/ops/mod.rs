@@ -1,0 +1,8 @@
+//! Use cases. Each function combines the domain rules with the store and the
+//! other collaborators; handlers and the CLI call these, never the store directly
+//! for writes.
+
+pub mod catalog;
+pub mod demo;
+pub mod import;
+pub mod staff;

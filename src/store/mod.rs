@@ -1,0 +1,296 @@
+//! Persistence. One `Store` over `sqlx::Any`, so SQLite (embedded) and PostgreSQL
+//! (scaled out) run the same SQL; the few places where the dialects differ are
+//! decided here and nowhere else. A public method is one unit of work: it opens,
+//! uses and commits its own transaction, and admin writes record their audit row
+//! inside that same transaction.
+//!
+//! Column types are the portable subset `Any` can carry: ids are UUIDv7 text,
+//! times are fixed-width RFC 3339 UTC text (so they sort as text), money is BIGINT
+//! minor units, small structured values are JSON text.
+
+pub mod audit;
+pub mod catalog;
+pub mod rows;
+pub mod staff;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+
+pub type Tx = Transaction<'static, Any>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A named unique constraint was violated (see `UNIQUE_KEYS`).
+    #[error("unique constraint {0} violated")]
+    Unique(&'static str),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Unique constraints by their PostgreSQL name and the `table.column` SQLite reports.
+const UNIQUE_KEYS: &[(&str, &str)] = &[
+    ("products_slug_key", "products.slug"),
+    ("variants_sku_key", "variants.sku"),
+    ("categories_slug_key", "categories.slug"),
+    ("staff_email_key", "staff.email"),
+    ("refresh_tokens_hash_key", "refresh_tokens.token_hash"),
+];
+
+impl StoreError {
+    /// Classifies a driver error, naming the unique constraint it broke, if any.
+    pub fn from_db(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            if db.is_unique_violation() {
+                let message = db.message();
+                let constraint = db.constraint();
+                for (name, column) in UNIQUE_KEYS {
+                    if constraint == Some(*name) || message.contains(column) {
+                        return StoreError::Unique(name);
+                    }
+                }
+            }
+        }
+        StoreError::Db(err)
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+macro_rules! migrations {
+    ($($version:literal => $name:literal),* $(,)?) => {
+        fn migrations(dialect: Dialect) -> Vec<Migration> {
+            match dialect {
+                Dialect::Postgres => vec![$(
+                    Migration::new($version, Cow::Borrowed($name), MigrationType::Simple,
+                        include_str!(concat!("../../migrations/postgres/", $name, ".sql")).into_sql_str(), false),
+                )*],
+                Dialect::Sqlite => vec![$(
+                    Migration::new($version, Cow::Borrowed($name), MigrationType::Simple,
+                        include_str!(concat!("../../migrations/sqlite/", $name, ".sql")).into_sql_str(), false),
+                )*],
+            }
+        }
+    };
+}
+
+// Versioned schema changes, the same version and name for both databases.
+migrations! {
+    1 => "0001_catalog_and_staff",
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        install_default_drivers();
+        let dialect = if url.starts_with("postgres") { Dialect::Postgres } else { Dialect::Sqlite };
+        if dialect == Dialect::Sqlite {
+            if let Some(dir) = sqlite_parent_dir(url) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the one writer; the busy timeout makes
+                        // writers queue instead of failing; foreign keys are off by default.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let mut migrator = Migrator::with_migrations(migrations(self.dialect));
+        // SQLite has no advisory locks; one process owns the file in the embedded mode.
+        migrator.set_locking(self.dialect == Dialect::Postgres);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
+    /// SQLITE_BUSY regardless of the busy timeout.
+    pub async fn begin(&self) -> StoreResult<Tx> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn sqlite_parent_dir(url: &str) -> Option<&std::path::Path> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// Now, as stored: fixed-width RFC 3339 UTC with microseconds, so text order is time order.
+pub fn now() -> String {
+    format_time(time::OffsetDateTime::now_utc())
+}
+
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    t.to_offset(time::UtcOffset::UTC).format(&FORMAT).unwrap_or_default()
+}
+
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+/// A bound value of a dynamically assembled statement.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+/// Assembles a statement from fixed SQL fragments and bound values, numbering the
+/// `$n` placeholders. Input only ever reaches the database as a bound value.
+/// (sqlx's own `QueryBuilder` writes `?` placeholders for `Any`, which PostgreSQL rejects.)
+#[derive(Debug, Default)]
+pub struct SqlBuilder {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl SqlBuilder {
+    pub fn new(sql: &'static str) -> Self {
+        Self { sql: sql.to_owned(), args: Vec::new() }
+    }
+
+    pub fn push(&mut self, sql: &'static str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    pub fn bind(&mut self, value: impl Into<Arg>) -> &mut Self {
+        self.args.push(value.into());
+        self.sql.push_str(&format!("${}", self.args.len()));
+        self
+    }
+
+    /// Appends `$a, $b, ...` for every value.
+    pub fn bind_list<T: Into<Arg>>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self
+    }
+
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    pub fn build(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
+        for arg in self.args {
+            query = match arg {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        query
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_sort_as_text() {
+        let a = format_time(time::macros::datetime!(2026-01-02 03:04:05.000001 UTC));
+        let b = format_time(time::macros::datetime!(2026-01-02 03:04:05.1 UTC));
+        assert_eq!(a, "2026-01-02T03:04:05.000001Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        let mut q = SqlBuilder::new("SELECT 1 WHERE a = ");
+        q.bind("x").push(" AND b IN (").bind_list([1i64, 2]).push(")");
+        assert_eq!(q.sql(), "SELECT 1 WHERE a = $1 AND b IN ($2, $3)");
+    }
+
+    #[test]
+    fn finds_the_sqlite_folder() {
+        assert_eq!(sqlite_parent_dir("sqlite://./data/mercato.db?mode=rwc"), Some(std::path::Path::new("./data")));
+        assert_eq!(sqlite_parent_dir("sqlite::memory:"), None);
+    }
+}
