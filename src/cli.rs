@@ -148,10 +148,9 @@ async fn seed_demo(store: &Store, products: usize) -> anyhow::Result<()> {
 /// Turns an API error into a message for the terminal, field by field.
 fn describe(err: crate::error::ApiError) -> anyhow::Error {
     match err {
-        crate::error::ApiError::Validation(fields) => anyhow::anyhow!(
-            "{}",
-            fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("\n")
-        ),
+        crate::error::ApiError::Validation(fields) => {
+            anyhow::anyhow!("{}", fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("\n"))
+        }
         other => anyhow::anyhow!("{other}"),
     }
 }

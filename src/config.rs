@@ -114,7 +114,10 @@ impl Settings {
     pub fn check_safety(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         if crate::domain::money::Currency::parse(&self.default_currency).is_err() {
-            return Err(ConfigError::Invalid(format!("MERCATO_DEFAULT_CURRENCY `{}` is not an ISO 4217 code", self.default_currency)));
+            return Err(ConfigError::Invalid(format!(
+                "MERCATO_DEFAULT_CURRENCY `{}` is not an ISO 4217 code",
+                self.default_currency
+            )));
         }
         match &self.jwt_secret {
             Some(s) if s.len() < MIN_JWT_SECRET_LEN => Err(ConfigError::Unsafe(format!(
@@ -125,9 +128,9 @@ impl Settings {
                  set it to the same random value (at least 32 characters, e.g. `openssl rand -hex 32`) on every instance"
                     .into(),
             )),
-            _ if self.access_token_ttl_secs == 0 || self.access_token_ttl_secs > 24 * 3600 => Err(ConfigError::Unsafe(
-                "MERCATO_ACCESS_TOKEN_TTL_SECS must be between 1 and 86400".into(),
-            )),
+            _ if self.access_token_ttl_secs == 0 || self.access_token_ttl_secs > 24 * 3600 => {
+                Err(ConfigError::Unsafe("MERCATO_ACCESS_TOKEN_TTL_SECS must be between 1 and 86400".into()))
+            }
             _ => Ok(()),
         }
     }

@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::domain::validation::FieldError;
 use crate::domain::category_tree::MoveError;
+use crate::domain::validation::FieldError;
 use crate::store::StoreError;
 use crate::store::catalog::CatalogError;
 
@@ -161,7 +161,9 @@ impl From<StoreError> for ApiError {
             StoreError::Unique("categories_slug_key") => {
                 ApiError::conflict("duplicate_slug", Some("slug"), "another category already uses this slug")
             }
-            StoreError::Unique("variants_sku_key") => ApiError::conflict("duplicate_sku", Some("sku"), "this SKU is already in use"),
+            StoreError::Unique("variants_sku_key") => {
+                ApiError::conflict("duplicate_sku", Some("sku"), "this SKU is already in use")
+            }
             StoreError::Unique("staff_email_key") => {
                 ApiError::conflict("duplicate_email", Some("email"), "a staff account with this e-mail exists")
             }
@@ -187,7 +189,11 @@ impl From<CatalogError> for ApiError {
                 detail: format!("{} SKU(s) already in use", skus.len()),
                 errors: skus
                     .iter()
-                    .map(|s| FieldError { field: "sku".into(), code: "duplicate_sku".into(), message: format!("SKU {s} is already in use") })
+                    .map(|s| FieldError {
+                        field: "sku".into(),
+                        code: "duplicate_sku".into(),
+                        message: format!("SKU {s} is already in use"),
+                    })
                     .collect(),
             },
             CatalogError::Move(e) => {

@@ -23,10 +23,7 @@ pub fn check_policy(password: &str) -> Result<(), Invalid> {
 }
 
 pub async fn hash(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        hash_blocking(&password)
-    })
-    .await?
+    tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
 }
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {

@@ -87,12 +87,7 @@ pub fn parse_barcode(value: &str) -> Result<String, Invalid> {
 
 /// The GS1 check digit of the digits before it.
 pub fn gtin_check_digit(body: &str) -> u8 {
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 })
-        .sum();
+    let sum: u32 = body.bytes().rev().enumerate().map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
     ((10 - sum % 10) % 10) as u8
 }
 
@@ -326,10 +321,13 @@ pub fn parse_attributes(raw: &BTreeMap<String, AttributeValue>, errors: &mut Fie
 }
 
 fn attribute_name(name: &str) -> Result<String, Invalid> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok { Ok(name.to_owned()) } else { Err(Invalid::new("invalid_name", "attribute names are lower-case letters, digits and '_', up to 40")) }
+    let ok =
+        !name.is_empty() && name.len() <= 40 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(Invalid::new("invalid_name", "attribute names are lower-case letters, digits and '_', up to 40"))
+    }
 }
 
 pub fn parse_category_ids(raw: &[Uuid], errors: &mut FieldErrors) -> Vec<Uuid> {

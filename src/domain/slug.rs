@@ -19,10 +19,7 @@ impl Slug {
         }
         let valid_chars = value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !valid_chars || value.starts_with('-') || value.ends_with('-') || value.contains("--") {
-            return Err(Invalid::new(
-                "invalid_slug",
-                "must be lower-case letters and digits separated by single hyphens",
-            ));
+            return Err(Invalid::new("invalid_slug", "must be lower-case letters and digits separated by single hyphens"));
         }
         if uuid::Uuid::parse_str(value).is_ok() {
             return Err(Invalid::new("invalid_slug", "must not look like an id"));

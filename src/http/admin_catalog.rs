@@ -26,7 +26,11 @@ use axum::Json;
     responses((status = 200, body = ProductPage), (status = 400, body = Problem), (status = 403, body = Problem)),
     security(("staff_token" = ["catalog:read"]))
 )]
-pub async fn list_products(_staff: Staff<perm::CatalogRead>, State(state): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Json<ProductPage>> {
+pub async fn list_products(
+    _staff: Staff<perm::CatalogRead>,
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<ProductPage>> {
     let params = ListParams::parse(q.as_deref(), true)?;
     let page = ops::list_products(&state.store, &params, state.default_currency, false).await?;
     Ok(Json(ProductPage { items: page.items, next_cursor: page.next_cursor }))
@@ -38,7 +42,11 @@ pub async fn list_products(_staff: Staff<perm::CatalogRead>, State(state): State
     responses((status = 201, body = Product), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn create_product(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, ApiJson(input): ApiJson<ProductInput>) -> ApiResult<(StatusCode, Json<Product>)> {
+pub async fn create_product(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<ProductInput>,
+) -> ApiResult<(StatusCode, Json<Product>)> {
     let product = ops::create_product(&state.store, &input, &staff.actor()).await?;
     Ok((StatusCode::CREATED, Json(product)))
 }
@@ -49,7 +57,11 @@ pub async fn create_product(staff: Staff<perm::CatalogWrite>, State(state): Stat
     responses((status = 200, body = Product), (status = 404, body = Problem)),
     security(("staff_token" = ["catalog:read"]))
 )]
-pub async fn get_product(_staff: Staff<perm::CatalogRead>, State(state): State<AppState>, PathId(id): PathId) -> ApiResult<Json<Product>> {
+pub async fn get_product(
+    _staff: Staff<perm::CatalogRead>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<Json<Product>> {
     Ok(Json(state.store.product(id).await?.ok_or(ApiError::NotFound("product"))?))
 }
 
@@ -59,7 +71,12 @@ pub async fn get_product(_staff: Staff<perm::CatalogRead>, State(state): State<A
     responses((status = 200, body = Product), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn update_product(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, PathId(id): PathId, ApiJson(input): ApiJson<ProductPatchInput>) -> ApiResult<Json<Product>> {
+pub async fn update_product(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<ProductPatchInput>,
+) -> ApiResult<Json<Product>> {
     Ok(Json(ops::update_product(&state.store, id, &input, &staff.actor()).await?))
 }
 
@@ -69,7 +86,12 @@ pub async fn update_product(staff: Staff<perm::CatalogWrite>, State(state): Stat
     responses((status = 201, body = Product), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn add_variant(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, PathId(id): PathId, ApiJson(input): ApiJson<VariantInput>) -> ApiResult<(StatusCode, Json<Product>)> {
+pub async fn add_variant(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<VariantInput>,
+) -> ApiResult<(StatusCode, Json<Product>)> {
     Ok((StatusCode::CREATED, Json(ops::add_variant(&state.store, id, &input, &staff.actor()).await?)))
 }
 
@@ -79,7 +101,12 @@ pub async fn add_variant(staff: Staff<perm::CatalogWrite>, State(state): State<A
     responses((status = 200, body = Product), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn update_variant(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, PathId(id): PathId, ApiJson(input): ApiJson<VariantPatchInput>) -> ApiResult<Json<Product>> {
+pub async fn update_variant(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<VariantPatchInput>,
+) -> ApiResult<Json<Product>> {
     Ok(Json(ops::update_variant(&state.store, id, &input, &staff.actor()).await?))
 }
 
@@ -94,7 +121,10 @@ pub struct AdminCategoryList {
     responses((status = 200, body = AdminCategoryList)),
     security(("staff_token" = ["catalog:read"]))
 )]
-pub async fn list_categories(_staff: Staff<perm::CatalogRead>, State(state): State<AppState>) -> ApiResult<Json<AdminCategoryList>> {
+pub async fn list_categories(
+    _staff: Staff<perm::CatalogRead>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<AdminCategoryList>> {
     Ok(Json(AdminCategoryList { items: state.store.categories().await? }))
 }
 
@@ -104,7 +134,11 @@ pub async fn list_categories(_staff: Staff<perm::CatalogRead>, State(state): Sta
     responses((status = 201, body = Category), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn create_category(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, ApiJson(input): ApiJson<CategoryInput>) -> ApiResult<(StatusCode, Json<Category>)> {
+pub async fn create_category(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<CategoryInput>,
+) -> ApiResult<(StatusCode, Json<Category>)> {
     Ok((StatusCode::CREATED, Json(ops::create_category(&state.store, &input, &staff.actor()).await?)))
 }
 
@@ -114,7 +148,12 @@ pub async fn create_category(staff: Staff<perm::CatalogWrite>, State(state): Sta
     responses((status = 200, body = Category), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn update_category(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, PathId(id): PathId, ApiJson(input): ApiJson<CategoryPatchInput>) -> ApiResult<Json<Category>> {
+pub async fn update_category(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<CategoryPatchInput>,
+) -> ApiResult<Json<Category>> {
     Ok(Json(ops::update_category(&state.store, id, &input, &staff.actor()).await?))
 }
 
@@ -124,7 +163,11 @@ pub async fn update_category(staff: Staff<perm::CatalogWrite>, State(state): Sta
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)),
     security(("staff_token" = ["catalog:write"]))
 )]
-pub async fn delete_category(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>, PathId(id): PathId) -> ApiResult<StatusCode> {
+pub async fn delete_category(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> ApiResult<StatusCode> {
     state.store.delete_category(id, &staff.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -64,7 +64,11 @@ pub async fn list_staff(_staff: Staff<perm::StaffManage>, State(state): State<Ap
     responses((status = 201, body = StaffMember), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("staff_token" = ["staff:manage"]))
 )]
-pub async fn create_staff(staff: Staff<perm::StaffManage>, State(state): State<AppState>, ApiJson(input): ApiJson<NewStaffInput>) -> ApiResult<(StatusCode, Json<StaffMember>)> {
+pub async fn create_staff(
+    staff: Staff<perm::StaffManage>,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<NewStaffInput>,
+) -> ApiResult<(StatusCode, Json<StaffMember>)> {
     Ok((StatusCode::CREATED, Json(ops::create_staff(&state.store, input, &staff.actor()).await?)))
 }
 
@@ -92,7 +96,11 @@ pub struct AuditPage {
     responses((status = 200, body = AuditPage), (status = 400, body = Problem), (status = 403, body = Problem)),
     security(("staff_token" = ["audit:read"]))
 )]
-pub async fn audit_log(_staff: Staff<perm::AuditRead>, State(state): State<AppState>, ApiQuery(p): ApiQuery<AuditParams>) -> ApiResult<Json<AuditPage>> {
+pub async fn audit_log(
+    _staff: Staff<perm::AuditRead>,
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> ApiResult<Json<AuditPage>> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::bad_field("invalid_limit", "limit", "limit must be between 1 and 200"));
@@ -105,7 +113,13 @@ pub async fn audit_log(_staff: Staff<perm::AuditRead>, State(state): State<AppSt
         .map_err(|_| ApiError::bad_field("invalid_cursor", "cursor", "the cursor is not valid for this list"))?;
     let mut items = state
         .store
-        .audit_log(&AuditQuery { entity_type: p.entity_type, entity_id: p.entity_id, actor_id: p.actor_id, before_id, limit: limit + 1 })
+        .audit_log(&AuditQuery {
+            entity_type: p.entity_type,
+            entity_id: p.entity_id,
+            actor_id: p.actor_id,
+            before_id,
+            limit: limit + 1,
+        })
         .await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);

@@ -51,7 +51,11 @@ pub async fn list_products(State(state): State<AppState>, headers: HeaderMap, Ra
     params(("id_or_slug" = String, Path)),
     responses((status = 200, body = Product), (status = 404, body = Problem))
 )]
-pub async fn get_product(State(state): State<AppState>, headers: HeaderMap, Path(id_or_slug): Path<String>) -> ApiResult<Response> {
+pub async fn get_product(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id_or_slug): Path<String>,
+) -> ApiResult<Response> {
     let product = ops::find_product(&state.store, &id_or_slug)
         .await?
         .filter(|p| p.status == ProductStatus::Published)

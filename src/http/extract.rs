@@ -131,7 +131,8 @@ where
         })?;
         // The role is read from the database, not the token, so a demotion or a
         // deactivation takes effect on the next request.
-        let member = state.store.staff_by_id(claims.sub).await?.filter(|m| m.active).ok_or(ApiError::Unauthorized("invalid_token"))?;
+        let member =
+            state.store.staff_by_id(claims.sub).await?.filter(|m| m.active).ok_or(ApiError::Unauthorized("invalid_token"))?;
         if !member.role.grants(P::PERMISSION) {
             return Err(ApiError::Forbidden(P::PERMISSION.scope()));
         }
@@ -156,9 +157,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound("resource"))?;
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound("resource"))?;
         Uuid::parse_str(&raw).map(PathId).map_err(|_| ApiError::NotFound("resource"))
     }
 }

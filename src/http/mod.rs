@@ -105,7 +105,9 @@ pub fn router(state: AppState, settings: &Settings, limiter: Arc<dyn RateLimiter
     let docs = Router::<AppState>::new().merge(SwaggerUi::new("/docs").url("/v1/openapi.json", openapi)).layer(
         SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"),
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+            ),
         ),
     );
     let request_id = HeaderName::from_static("x-request-id");

@@ -80,7 +80,10 @@ pub async fn update_product(store: &Store, product_id: Uuid, input: &ProductPatc
     let patch = ProductPatch {
         title: input.title.as_deref().and_then(|t| errors.check("title", required_text(t, rules::MAX_TITLE))),
         slug: input.slug.as_deref().and_then(|s| errors.check("slug", Slug::parse(s))),
-        description: input.description.as_deref().and_then(|d| errors.check("description", rules::optional_text(d, rules::MAX_DESCRIPTION))),
+        description: input
+            .description
+            .as_deref()
+            .and_then(|d| errors.check("description", rules::optional_text(d, rules::MAX_DESCRIPTION))),
         brand: input.brand.as_ref().map(|b| rules::parse_brand(b.as_deref(), &mut errors)),
         status: input.status,
         attributes: input.attributes.as_ref().map(|a| rules::parse_attributes(a, &mut errors)),
@@ -231,35 +234,34 @@ pub async fn list_products(
         None => default_currency,
         Some(c) => Currency::parse(c).map_err(|e| ApiError::bad_field("invalid_currency", "currency", e.message))?,
     };
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad_field("invalid_limit", "limit", format!("limit must be between 1 and {MAX_PAGE}")))?,
-    };
+    let limit =
+        match params.limit.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(l) => l.parse::<i64>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+                ApiError::bad_field("invalid_limit", "limit", format!("limit must be between 1 and {MAX_PAGE}"))
+            })?,
+        };
     let price = |name: &str, v: Option<&str>| -> ApiResult<Option<i64>> {
         v.map(|v| {
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::bad_field("invalid_price", name, format!("{name} must be a non-negative integer in minor units")))
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_field("invalid_price", name, format!("{name} must be a non-negative integer in minor units"))
+            })
         })
         .transpose()
     };
     let price_min = price("price_min", params.price_min.as_deref())?;
     let price_max = price("price_max", params.price_max.as_deref())?;
-    let statuses = if storefront {
-        vec![ProductStatus::Published]
-    } else {
-        match params.status.as_deref() {
-            None => vec![ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived],
-            Some(s) => vec![ProductStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_field("invalid_status", "status", "status must be draft, published or archived")
-            })?],
-        }
-    };
+    let statuses =
+        if storefront {
+            vec![ProductStatus::Published]
+        } else {
+            match params.status.as_deref() {
+                None => vec![ProductStatus::Draft, ProductStatus::Published, ProductStatus::Archived],
+                Some(s) => vec![ProductStatus::parse(s).ok_or_else(|| {
+                    ApiError::bad_field("invalid_status", "status", "status must be draft, published or archived")
+                })?],
+            }
+        };
     let category = match params.category.as_deref() {
         None => None,
         Some(c) => Some(match Uuid::parse_str(c) {
@@ -336,7 +338,10 @@ pub async fn create_category(store: &Store, input: &CategoryInput, actor: &Actor
     let description = errors.check("description", rules::optional_text(&input.description, 5000));
     match (name, slug, description) {
         (Some(name), Some(slug), Some(description)) if errors.is_empty() => Ok(store
-            .create_category(&NewCategory { parent_id: input.parent_id, name, slug, description, position: input.position }, actor)
+            .create_category(
+                &NewCategory { parent_id: input.parent_id, name, slug, description, position: input.position },
+                actor,
+            )
             .await?),
         _ => Err(ApiError::Validation(errors.into_vec())),
     }

@@ -34,16 +34,59 @@ enum Kind {
 }
 
 const DEPARTMENTS: &[Department] = &[
-    Department { name: "Women", children: &["Dresses", "Tops", "Knitwear", "Jackets"], nouns: &["Dress", "Blouse", "Cardigan", "Jacket", "Top"], kind: Kind::Apparel },
-    Department { name: "Men", children: &["Shirts", "Trousers", "Knitwear", "Coats"], nouns: &["Shirt", "Chinos", "Sweater", "Coat", "Polo"], kind: Kind::Apparel },
-    Department { name: "Shoes", children: &["Sneakers", "Boots", "Sandals"], nouns: &["Sneaker", "Boot", "Sandal", "Loafer"], kind: Kind::Footwear },
-    Department { name: "Electronics", children: &["Headphones", "Speakers", "Storage", "Chargers"], nouns: &["Headphones", "Speaker", "SSD", "Charger", "Power Bank"], kind: Kind::Electronics },
-    Department { name: "Home", children: &["Kitchen", "Bedding", "Lighting", "Decor"], nouns: &["Mug", "Duvet Cover", "Lamp", "Vase", "Cutting Board"], kind: Kind::Home },
+    Department {
+        name: "Women",
+        children: &["Dresses", "Tops", "Knitwear", "Jackets"],
+        nouns: &["Dress", "Blouse", "Cardigan", "Jacket", "Top"],
+        kind: Kind::Apparel,
+    },
+    Department {
+        name: "Men",
+        children: &["Shirts", "Trousers", "Knitwear", "Coats"],
+        nouns: &["Shirt", "Chinos", "Sweater", "Coat", "Polo"],
+        kind: Kind::Apparel,
+    },
+    Department {
+        name: "Shoes",
+        children: &["Sneakers", "Boots", "Sandals"],
+        nouns: &["Sneaker", "Boot", "Sandal", "Loafer"],
+        kind: Kind::Footwear,
+    },
+    Department {
+        name: "Electronics",
+        children: &["Headphones", "Speakers", "Storage", "Chargers"],
+        nouns: &["Headphones", "Speaker", "SSD", "Charger", "Power Bank"],
+        kind: Kind::Electronics,
+    },
+    Department {
+        name: "Home",
+        children: &["Kitchen", "Bedding", "Lighting", "Decor"],
+        nouns: &["Mug", "Duvet Cover", "Lamp", "Vase", "Cutting Board"],
+        kind: Kind::Home,
+    },
 ];
 
 const ADJECTIVES: &[&str] = &[
-    "Classic", "Organic", "Everyday", "Premium", "Relaxed", "Slim", "Vintage", "Urban", "Coastal", "Alpine", "Soft", "Bold",
-    "Minimal", "Heritage", "Studio", "Travel", "Essential", "Nordic", "Summer", "Winter",
+    "Classic",
+    "Organic",
+    "Everyday",
+    "Premium",
+    "Relaxed",
+    "Slim",
+    "Vintage",
+    "Urban",
+    "Coastal",
+    "Alpine",
+    "Soft",
+    "Bold",
+    "Minimal",
+    "Heritage",
+    "Studio",
+    "Travel",
+    "Essential",
+    "Nordic",
+    "Summer",
+    "Winter",
 ];
 const BRANDS: &[&str] = &["Northwind", "Acme", "Fjord & Co", "Lumen", "Atlas", "Kestrel", "Maple Row", "Oakline"];
 const COLOURS: &[&str] = &["black", "white", "navy", "olive", "sand", "red", "grey", "blue"];

@@ -9,9 +9,9 @@ use crate::domain::email::Email;
 use crate::domain::rbac::Role;
 use crate::domain::validation::{FieldErrors, required_text};
 use crate::error::{ApiError, ApiResult};
+use crate::store::audit::Actor;
 use crate::store::staff::{NewStaff, RefreshOutcome, StaffMember};
 use crate::store::{Store, format_time};
-use crate::store::audit::Actor;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +27,8 @@ pub struct NewStaffInput {
 pub async fn create_staff(store: &Store, input: NewStaffInput, actor: &Actor) -> ApiResult<StaffMember> {
     let mut errors = FieldErrors::new();
     let email = errors.check("email", Email::parse(&input.email));
-    let name = if input.name.trim().is_empty() { Some(String::new()) } else { errors.check("name", required_text(&input.name, 100)) };
+    let name =
+        if input.name.trim().is_empty() { Some(String::new()) } else { errors.check("name", required_text(&input.name, 100)) };
     errors.check("password", password::check_policy(&input.password));
     let (Some(email), Some(name)) = (email, name) else { return Err(ApiError::Validation(errors.into_vec())) };
     if !errors.is_empty() {
@@ -61,7 +62,13 @@ async fn issue_pair(store: &Store, keys: &TokenKeys, member: &StaffMember, famil
     let refresh_token = random_token();
     if let Some(family) = family {
         store
-            .insert_refresh_token(Audience::Staff.as_str(), member.id, family, &hash_refresh_token(&refresh_token), &refresh_expiry(keys))
+            .insert_refresh_token(
+                Audience::Staff.as_str(),
+                member.id,
+                family,
+                &hash_refresh_token(&refresh_token),
+                &refresh_expiry(keys),
+            )
             .await?;
     }
     Ok(TokenPair {

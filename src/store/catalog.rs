@@ -221,7 +221,13 @@ impl Store {
         audit::record(
             &mut tx,
             actor,
-            Change { action: "product.create", entity_type: "product", entity_id: product_id, before: None, after: Some(to_value(&product)) },
+            Change {
+                action: "product.create",
+                entity_type: "product",
+                entity_id: product_id,
+                before: None,
+                after: Some(to_value(&product)),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -365,7 +371,13 @@ impl Store {
         audit::record(
             &mut tx,
             actor,
-            Change { action: "variant.create", entity_type: "product", entity_id: product_id, before: Some(to_value(&before)), after: Some(to_value(&after)) },
+            Change {
+                action: "variant.create",
+                entity_type: "product",
+                entity_id: product_id,
+                before: Some(to_value(&before)),
+                after: Some(to_value(&after)),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -411,7 +423,13 @@ impl Store {
         audit::record(
             &mut tx,
             actor,
-            Change { action: "variant.update", entity_type: "product", entity_id: product_id, before: Some(to_value(&before)), after: Some(to_value(&after)) },
+            Change {
+                action: "variant.update",
+                entity_type: "product",
+                entity_id: product_id,
+                before: Some(to_value(&before)),
+                after: Some(to_value(&after)),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -489,7 +507,13 @@ impl Store {
         audit::record(
             &mut tx,
             actor,
-            Change { action: "category.create", entity_type: "category", entity_id: category_id, before: None, after: Some(to_value(&category)) },
+            Change {
+                action: "category.create",
+                entity_type: "category",
+                entity_id: category_id,
+                before: None,
+                after: Some(to_value(&category)),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -498,7 +522,12 @@ impl Store {
 
     /// Renames or moves a category. The tree is read and checked inside the write
     /// transaction, so two concurrent moves cannot combine into a cycle.
-    pub async fn update_category(&self, category_id: Uuid, patch: &CategoryPatch, actor: &Actor) -> Result<Category, CatalogError> {
+    pub async fn update_category(
+        &self,
+        category_id: Uuid,
+        patch: &CategoryPatch,
+        actor: &Actor,
+    ) -> Result<Category, CatalogError> {
         let mut tx = self.begin().await?;
         if matches!(self.dialect, super::Dialect::Postgres) {
             // Serialises tree moves across instances; SQLite's write lock already does.
@@ -533,7 +562,13 @@ impl Store {
         audit::record(
             &mut tx,
             actor,
-            Change { action: "category.update", entity_type: "category", entity_id: category_id, before: Some(to_value(&before)), after: Some(to_value(&after)) },
+            Change {
+                action: "category.update",
+                entity_type: "category",
+                entity_id: category_id,
+                before: Some(to_value(&before)),
+                after: Some(to_value(&after)),
+            },
         )
         .await?;
         tx.commit().await?;
@@ -558,7 +593,13 @@ impl Store {
         audit::record(
             &mut tx,
             actor,
-            Change { action: "category.delete", entity_type: "category", entity_id: category_id, before: Some(to_value(&before)), after: None },
+            Change {
+                action: "category.delete",
+                entity_type: "category",
+                entity_id: category_id,
+                before: Some(to_value(&before)),
+                after: None,
+            },
         )
         .await?;
         tx.commit().await?;
@@ -637,10 +678,8 @@ async fn replace_product(tx: &mut Tx, product_id: Uuid, p: &NewProduct) -> Resul
     replace_attributes(tx, product_id, &p.attributes).await?;
     replace_categories(tx, product_id, &p.category_ids).await?;
     for (position, v) in p.variants.iter().enumerate() {
-        let existing = sqlx::query("SELECT id FROM variants WHERE sku = $1")
-            .bind(v.sku.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+        let existing =
+            sqlx::query("SELECT id FROM variants WHERE sku = $1").bind(v.sku.as_str()).fetch_optional(&mut **tx).await?;
         match existing {
             Some(row) => {
                 let variant_id = id(&row, "id")?;
@@ -803,27 +842,29 @@ async fn load_product(conn: &mut sqlx::AnyConnection, product_id: Uuid) -> Store
     .await?;
     let mut prices: BTreeMap<Uuid, Vec<Price>> = BTreeMap::new();
     for r in &price_rows {
-        prices.entry(id(r, "variant_id")?).or_default().push(Price { currency: text(r, "currency")?, amount: int(r, "amount_minor")? });
+        prices
+            .entry(id(r, "variant_id")?)
+            .or_default()
+            .push(Price { currency: text(r, "currency")?, amount: int(r, "amount_minor")? });
     }
-    let variants = sqlx::query(
-        "SELECT id, sku, options, barcode, weight_grams FROM variants WHERE product_id = $1 ORDER BY position, id",
-    )
-    .bind(pid.as_str())
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        let vid = id(r, "id")?;
-        Ok(Variant {
-            id: vid,
-            sku: text(r, "sku")?,
-            options: json::<Selection>(r, "options")?,
-            prices: prices.remove(&vid).unwrap_or_default(),
-            weight_grams: opt_int(r, "weight_grams")?,
-            barcode: opt_text(r, "barcode")?,
-        })
-    })
-    .collect::<StoreResult<Vec<_>>>()?;
+    let variants =
+        sqlx::query("SELECT id, sku, options, barcode, weight_grams FROM variants WHERE product_id = $1 ORDER BY position, id")
+            .bind(pid.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| {
+                let vid = id(r, "id")?;
+                Ok(Variant {
+                    id: vid,
+                    sku: text(r, "sku")?,
+                    options: json::<Selection>(r, "options")?,
+                    prices: prices.remove(&vid).unwrap_or_default(),
+                    weight_grams: opt_int(r, "weight_grams")?,
+                    barcode: opt_text(r, "barcode")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
 
     Ok(Some(Product {
         id: product_id,

@@ -45,9 +45,7 @@ pub fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> StoreRes
 }
 
 pub fn opt_json(row: &AnyRow, col: &str) -> StoreResult<Option<serde_json::Value>> {
-    opt_text(row, col)?
-        .map(|raw| serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
-        .transpose()
+    opt_text(row, col)?.map(|raw| serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))).transpose()
 }
 
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {

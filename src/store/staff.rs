@@ -79,11 +79,21 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from_db)?;
-        let member =
-            StaffMember { id, email: new.email.as_str().into(), name: new.name.clone(), role: new.role, active: true, created_at: ts };
+        let member = StaffMember {
+            id,
+            email: new.email.as_str().into(),
+            name: new.name.clone(),
+            role: new.role,
+            active: true,
+            created_at: ts,
+        };
         let after = serde_json::to_value(&member).ok();
-        audit::record(&mut tx, actor, Change { action: "staff.create", entity_type: "staff", entity_id: id, before: None, after })
-            .await?;
+        audit::record(
+            &mut tx,
+            actor,
+            Change { action: "staff.create", entity_type: "staff", entity_id: id, before: None, after },
+        )
+        .await?;
         tx.commit().await?;
         Ok(member)
     }

@@ -1,1 +1,12 @@
+//! Behaviour tests: the real server on a random port, driven over HTTP, against
+//! SQLite and PostgreSQL alike (`on_both_databases!`).
 
+#[macro_use]
+mod helpers;
+
+mod auth;
+mod catalog;
+mod concurrency;
+mod import;
+mod operations;
+mod rbac;

@@ -1,0 +1,51 @@
+//! Races against the real databases: many requests at once, then the invariants.
+
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{TestApp, product_body};
+
+async fn concurrent_creates_of_one_sku_yield_exactly_one_product(app: TestApp) {
+    let token = app.owner_token().await;
+    let attempts = (0..16).map(|i| {
+        let body = product_body(&format!("Racer {i}"), "RACE", &[1000], None, json!({}));
+        app.admin_post("/v1/admin/products", &token, body)
+    });
+    let answers = join_all(attempts).await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    let conflicts = answers.iter().filter(|a| a.status == 409 && a.body["type"] == "duplicate_sku").count();
+    assert_eq!(created, 1, "{:?}", answers.iter().map(|a| (a.status, a.body.clone())).collect::<Vec<_>>());
+    assert_eq!(conflicts, 15);
+    // No half-written product survived a lost race.
+    for (table, expected) in [("products", 1i64), ("variants", 1), ("variant_prices", 1), ("product_prices", 1)] {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {table}")))
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), expected, "{table}");
+    }
+}
+
+async fn concurrent_category_moves_never_make_a_cycle(app: TestApp) {
+    let token = app.owner_token().await;
+    for round in 0..5 {
+        let a = app.create_category(&token, &format!("A{round}"), None).await;
+        let b = app.create_category(&token, &format!("B{round}"), None).await;
+        let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+        // Each move is fine alone; together they would close a loop.
+        let (path_a, path_b) = (format!("/v1/admin/categories/{a_id}"), format!("/v1/admin/categories/{b_id}"));
+        let (x, y) = tokio::join!(
+            app.admin_patch(&path_a, &token, json!({"parent_id": b_id})),
+            app.admin_patch(&path_b, &token, json!({"parent_id": a_id})),
+        );
+        let ok = [x.status.as_u16(), y.status.as_u16()].iter().filter(|s| **s == 200).count();
+        assert_eq!(ok, 1, "round {round}: {} / {}", x.body, y.body);
+        let tree = app.admin_get("/v1/admin/categories", &token).await.expect(200);
+        let parent_of = |id: &str| {
+            tree["items"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["parent_id"].as_str().map(str::to_owned)
+        };
+        assert!(parent_of(a_id).is_none() || parent_of(b_id).is_none(), "cycle between {a_id} and {b_id}");
+    }
+}
+
+on_both_databases!(concurrent_creates_of_one_sku_yield_exactly_one_product, concurrent_category_moves_never_make_a_cycle);

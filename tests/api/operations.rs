@@ -1,0 +1,133 @@
+use mercato::config::Settings;
+use mercato::startup::Application;
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, spawn_app_with, test_settings};
+
+async fn health_readiness_and_metrics_answer(app: TestApp) {
+    assert_eq!(app.get("/healthz").await.expect(200)["status"], "ok");
+    assert_eq!(app.get("/readyz").await.expect(200)["database"], "ok");
+    app.get("/v1/products").await.expect(200);
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/v1/products",status="200"}"#), "{text}");
+    assert!(
+        text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/v1/products",status="200",le="0.005"}"#),
+        "{text}"
+    );
+    // Ids in paths never become label values.
+    app.get(&format!("/v1/products/{}", uuid::Uuid::now_v7())).await;
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"route="/v1/products/{id_or_slug}""#));
+
+    // The store answers readiness; a closed pool makes the shop unready.
+    app.store.close().await;
+    assert_eq!(app.get("/readyz").await.expect(503)["database"], "unreachable");
+}
+
+async fn request_ids_are_echoed_or_made_and_headers_are_safe(app: TestApp) {
+    let res = app.client.get(app.url("/v1/products")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    let res = app.client.get(app.url("/v1/products")).send().await.unwrap();
+    let made = res.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["x-frame-options"], "DENY");
+    assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+}
+
+async fn the_api_reference_is_served_offline(app: TestApp) {
+    let spec = app.get("/v1/openapi.json").await.expect(200);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(spec["paths"]["/v1/admin/products"]["post"].is_object());
+    let res = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("swagger"), "{html}");
+    // The UI's assets come from this server, not a CDN.
+    let css = app.client.get(app.url("/docs/swagger-ui.css")).send().await.unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.text().await.unwrap().len() > 10_000);
+}
+
+on_both_databases!(
+    health_readiness_and_metrics_answer,
+    request_ids_are_echoed_or_made_and_headers_are_safe,
+    the_api_reference_is_served_offline,
+);
+
+#[tokio::test]
+async fn logins_are_rate_limited_with_retry_after() {
+    let settings = Settings { rate_limit_logins_per_minute: 3, ..test_settings() };
+    let app = spawn_app_with(Backend::Sqlite, settings).await;
+    let cleanup = app.cleanup();
+    let body = json!({"email": "x@example.com", "password": "whatever it is"});
+    for _ in 0..3 {
+        app.send(reqwest::Method::POST, "/v1/admin/auth/login", None, Some(body.clone()))
+            .await
+            .problem(401, "invalid_credentials");
+    }
+    let limited = app.send(reqwest::Method::POST, "/v1/admin/auth/login", None, Some(body.clone())).await;
+    let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    limited.problem(429, "rate_limited");
+    // Reads have their own, larger budget.
+    app.get("/v1/products").await.expect(200);
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn cors_answers_configured_storefront_origins_only() {
+    let settings = Settings { cors_origins: "https://shop.example.com".into(), ..test_settings() };
+    let app = spawn_app_with(Backend::Sqlite, settings).await;
+    let cleanup = app.cleanup();
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/products"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let ok = preflight("https://shop.example.com").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://shop.example.com");
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    cleanup.run().await;
+}
+
+#[tokio::test]
+async fn postgres_without_a_jwt_secret_is_refused_at_start() {
+    let settings = Settings {
+        database_url: Some("postgres://postgres@127.0.0.1:5432/postgres".into()),
+        jwt_secret: None,
+        ..test_settings()
+    };
+    let err = Application::build(&settings).await.err().expect("refused");
+    assert!(err.to_string().contains("MERCATO_JWT_SECRET"), "{err}");
+}
+
+#[tokio::test]
+async fn the_server_drains_and_stops_on_a_shutdown_signal() {
+    let mut settings = test_settings();
+    let dir = std::env::temp_dir().join(format!("mercato-stop-{}", uuid::Uuid::now_v7().simple()));
+    settings.data_dir = dir.clone();
+    let app = Application::build(&settings).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/healthz", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server).await.expect("stops in time").unwrap().unwrap();
+    assert!(reqwest::get(&url).await.is_err(), "still accepting after shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The published API surface; a change here is a change for every client.
+#[test]
+fn the_openapi_document_is_stable() {
+    let spec = serde_json::to_value(mercato::http::openapi()).unwrap();
+    insta::assert_json_snapshot!("openapi", spec);
+}
