@@ -66,6 +66,14 @@ pub enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Show the database's plan for a storefront product list, e.g.
+    /// `mercato admin explain-products 'category=women&sort=price_asc'`.
+    /// On PostgreSQL the query runs (EXPLAIN ANALYZE).
+    ExplainProducts {
+        /// The query string of `GET /v1/products`.
+        #[arg(default_value = "")]
+        query: String,
+    },
 }
 
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
@@ -119,6 +127,16 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let input = ops::staff::NewStaffInput { email, name, role, password };
             let member = ops::staff::create_staff(&store, input, &Actor::cli()).await.map_err(describe)?;
             eprintln!("created {} ({}) with id {}", member.email, member.role.as_str(), member.id);
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::ExplainProducts { query } } => {
+            let store = connect(&settings).await?;
+            let params = ops::catalog::ListParams::parse(Some(&query), false).map_err(describe)?;
+            let currency = crate::domain::money::Currency::parse(&settings.default_currency)?;
+            let q = ops::catalog::product_query(&store, &params, currency, true).await.map_err(describe)?;
+            for line in store.explain_product_list(&q).await? {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Openapi => {

@@ -142,10 +142,10 @@ impl Settings {
             return Ok(s.clone());
         }
         let path = self.data_dir.join("jwt_secret");
-        if let Ok(existing) = std::fs::read_to_string(&path) {
-            if existing.trim().len() >= MIN_JWT_SECRET_LEN {
-                return Ok(existing.trim().to_owned());
-            }
+        if let Ok(existing) = std::fs::read_to_string(&path)
+            && existing.trim().len() >= MIN_JWT_SECRET_LEN
+        {
+            return Ok(existing.trim().to_owned());
         }
         let secret = crate::auth::tokens::random_token();
         write_private(&path, &secret)?;

@@ -310,10 +310,10 @@ pub fn parse_attributes(raw: &BTreeMap<String, AttributeValue>, errors: &mut Fie
         }
         let mut seen = HashSet::new();
         for v in values {
-            if let Some(v) = errors.check(field.clone(), required_text(v, 100)) {
-                if seen.insert(v.clone()) {
-                    out.push((name.clone(), v));
-                }
+            if let Some(v) = errors.check(field.clone(), required_text(v, 100))
+                && seen.insert(v.clone())
+            {
+                out.push((name.clone(), v));
             }
         }
     }

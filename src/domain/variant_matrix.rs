@@ -29,10 +29,10 @@ pub fn parse_options(raw: &[ProductOption], errors: &mut FieldErrors) -> Vec<Pro
     let mut parsed = Vec::with_capacity(raw.len());
     for (i, option) in raw.iter().enumerate() {
         let name = errors.check(format!("options[{i}].name"), required_text(&option.name, 40));
-        if let Some(name) = &name {
-            if !names.insert(name.to_lowercase()) {
-                errors.push(format!("options[{i}].name"), "duplicate", "option names must be unique");
-            }
+        if let Some(name) = &name
+            && !names.insert(name.to_lowercase())
+        {
+            errors.push(format!("options[{i}].name"), "duplicate", "option names must be unique");
         }
         if option.values.is_empty() {
             errors.push(format!("options[{i}].values"), "required", "an option needs at least one value");

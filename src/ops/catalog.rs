@@ -224,6 +224,33 @@ pub async fn list_products(
     default_currency: Currency,
     storefront: bool,
 ) -> ApiResult<Page<ProductSummary>> {
+    let query = product_query(store, params, default_currency, storefront).await?;
+    let (limit, sort) = (query.limit - 1, query.sort);
+    let mut items = store.list_products(&query).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|last| {
+            let key: CursorKey = match sort {
+                ProductSort::Newest => (None, None, last.id),
+                ProductSort::PriceAsc | ProductSort::PriceDesc => (last.price.as_ref().map(|p| p.min), None, last.id),
+                ProductSort::TitleAsc => (None, Some(last.title.clone()), last.id),
+            };
+            cursor::encode(sort.as_str(), &key)
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Parses list parameters into the store query. Its `limit` is one more than the
+/// page size, to learn whether another page follows.
+pub async fn product_query(
+    store: &Store,
+    params: &ListParams,
+    default_currency: Currency,
+    storefront: bool,
+) -> ApiResult<ProductListQuery> {
     let sort = match params.sort.as_deref() {
         None => ProductSort::Newest,
         Some(s) => ProductSort::parse(s).ok_or_else(|| {
@@ -287,7 +314,7 @@ pub async fn list_products(
             })
         }
     };
-    let query = ProductListQuery {
+    Ok(ProductListQuery {
         statuses,
         category,
         currency,
@@ -297,22 +324,7 @@ pub async fn list_products(
         sort,
         after,
         limit: limit + 1,
-    };
-    let mut items = store.list_products(&query).await?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|last| {
-            let key: CursorKey = match sort {
-                ProductSort::Newest => (None, None, last.id),
-                ProductSort::PriceAsc | ProductSort::PriceDesc => (last.price.as_ref().map(|p| p.min), None, last.id),
-                ProductSort::TitleAsc => (None, Some(last.title.clone()), last.id),
-            };
-            cursor::encode(sort.as_str(), &key)
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

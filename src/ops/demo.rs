@@ -125,7 +125,7 @@ pub async fn seed(store: &Store, products: usize, progress: bool) -> anyhow::Res
 
     let bar = if progress { ProgressBar::new(products as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("seeding {bar:40} {pos}/{len} products  {per_sec}  eta {eta}")?);
-    let mut rng = StdRng::seed_from_u64(0x4d45_5243_4154_4f);
+    let mut rng = StdRng::seed_from_u64(0x004d_4552_4341_544f);
     let mut batch = Vec::with_capacity(500);
     for n in 0..products {
         let (d, leaf) = leaves[n % leaves.len()];

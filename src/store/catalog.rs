@@ -217,21 +217,7 @@ impl Store {
     pub async fn create_product(&self, p: &NewProduct, actor: &Actor) -> Result<Product, CatalogError> {
         let mut tx = self.begin().await?;
         let product_id = insert_product(&mut tx, p).await?;
-        let product = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
-        audit::record(
-            &mut tx,
-            actor,
-            Change {
-                action: "product.create",
-                entity_type: "product",
-                entity_id: product_id,
-                before: None,
-                after: Some(to_value(&product)),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(product)
+        finish_product_change(tx, actor, "product.create", product_id, None).await
     }
 
     /// Creates the product, or — when any of its SKUs already exists — updates the
@@ -341,21 +327,7 @@ impl Store {
         if let Some(ids) = &patch.category_ids {
             replace_categories(&mut tx, product_id, ids).await?;
         }
-        let after = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
-        audit::record(
-            &mut tx,
-            actor,
-            Change {
-                action: "product.update",
-                entity_type: "product",
-                entity_id: product_id,
-                before: Some(to_value(&before)),
-                after: Some(to_value(&after)),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(after)
+        finish_product_change(tx, actor, "product.update", product_id, Some(&before)).await
     }
 
     /// Adds a variant whose option selection was already checked against the product's matrix.
@@ -367,21 +339,7 @@ impl Store {
         insert_variant(&mut tx, product_id, v, position).await?;
         refresh_product_prices(&mut tx, product_id).await?;
         bump_version(&mut tx, product_id).await?;
-        let after = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
-        audit::record(
-            &mut tx,
-            actor,
-            Change {
-                action: "variant.create",
-                entity_type: "product",
-                entity_id: product_id,
-                before: Some(to_value(&before)),
-                after: Some(to_value(&after)),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(after)
+        finish_product_change(tx, actor, "variant.create", product_id, Some(&before)).await
     }
 
     pub async fn update_variant(&self, variant_id: Uuid, patch: &VariantPatch, actor: &Actor) -> Result<Product, CatalogError> {
@@ -419,37 +377,7 @@ impl Store {
             refresh_product_prices(&mut tx, product_id).await?;
         }
         bump_version(&mut tx, product_id).await?;
-        let after = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
-        audit::record(
-            &mut tx,
-            actor,
-            Change {
-                action: "variant.update",
-                entity_type: "product",
-                entity_id: product_id,
-                before: Some(to_value(&before)),
-                after: Some(to_value(&after)),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(after)
-    }
-
-    /// The SKUs among `skus` that are already taken.
-    pub async fn taken_skus(&self, skus: &[&str]) -> StoreResult<Vec<String>> {
-        if skus.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = SqlBuilder::new("SELECT sku FROM variants WHERE sku IN (");
-        q.bind_list(skus.iter().copied()).push(")");
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| text(r, "sku")).collect()
-    }
-
-    pub async fn slug_taken(&self, slug: &str) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 AS one FROM products WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await?;
-        Ok(row.is_some())
+        finish_product_change(tx, actor, "variant.update", product_id, Some(&before)).await
     }
 
     pub async fn count_products(&self) -> StoreResult<i64> {
@@ -464,9 +392,20 @@ impl Store {
         rows.iter().map(summary_row).collect()
     }
 
-    /// The list statement, for `EXPLAIN` in benchmarks and for tests.
-    pub fn product_list_statement(q: &ProductListQuery) -> String {
-        product_list_sql(q).sql().to_owned()
+    /// The plan the database chooses for a list query: `EXPLAIN (ANALYZE, BUFFERS)`
+    /// on PostgreSQL (the query really runs), `EXPLAIN QUERY PLAN` on SQLite.
+    pub async fn explain_product_list(&self, q: &ProductListQuery) -> StoreResult<Vec<String>> {
+        let prefix = match self.dialect {
+            super::Dialect::Postgres => "EXPLAIN (ANALYZE, BUFFERS) ",
+            super::Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+        };
+        let rows = product_list_sql(q).prefixed(prefix).build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| match self.dialect {
+                super::Dialect::Postgres => text(r, "QUERY PLAN"),
+                super::Dialect::Sqlite => text(r, "detail"),
+            })
+            .collect()
     }
 
     pub async fn categories(&self) -> StoreResult<Vec<Category>> {
@@ -618,6 +557,32 @@ pub enum Upsert {
 fn same_content(a: &Product, b: &Product) -> bool {
     let strip = |p: &Product| Product { version: 0, updated_at: String::new(), ..p.clone() };
     to_value(&strip(a)) == to_value(&strip(b))
+}
+
+/// Loads the product as it now stands, records the change with its before and
+/// after, and commits: the tail every product write shares.
+async fn finish_product_change(
+    mut tx: Tx,
+    actor: &Actor,
+    action: &str,
+    product_id: Uuid,
+    before: Option<&Product>,
+) -> Result<Product, CatalogError> {
+    let after = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
+    audit::record(
+        &mut tx,
+        actor,
+        Change {
+            action,
+            entity_type: "product",
+            entity_id: product_id,
+            before: before.map(to_value),
+            after: Some(to_value(&after)),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 fn to_value<T: Serialize>(v: &T) -> serde_json::Value {

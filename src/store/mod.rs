@@ -57,14 +57,14 @@ const UNIQUE_KEYS: &[(&str, &str)] = &[
 impl StoreError {
     /// Classifies a driver error, naming the unique constraint it broke, if any.
     pub fn from_db(err: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &err {
-            if db.is_unique_violation() {
-                let message = db.message();
-                let constraint = db.constraint();
-                for (name, column) in UNIQUE_KEYS {
-                    if constraint == Some(*name) || message.contains(column) {
-                        return StoreError::Unique(name);
-                    }
+        if let sqlx::Error::Database(db) = &err
+            && db.is_unique_violation()
+        {
+            let message = db.message();
+            let constraint = db.constraint();
+            for (name, column) in UNIQUE_KEYS {
+                if constraint == Some(*name) || message.contains(column) {
+                    return StoreError::Unique(name);
                 }
             }
         }
@@ -104,10 +104,10 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         install_default_drivers();
         let dialect = if url.starts_with("postgres") { Dialect::Postgres } else { Dialect::Sqlite };
-        if dialect == Dialect::Sqlite {
-            if let Some(dir) = sqlite_parent_dir(url) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-            }
+        if dialect == Dialect::Sqlite
+            && let Some(dir) = sqlite_parent_dir(url)
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -128,10 +128,6 @@ impl Store {
             .connect(url)
             .await?;
         Ok(Self { pool, dialect })
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -255,6 +251,12 @@ impl SqlBuilder {
 
     pub fn sql(&self) -> &str {
         &self.sql
+    }
+
+    /// The same statement behind a fixed prefix such as `EXPLAIN `.
+    pub fn prefixed(mut self, prefix: &'static str) -> Self {
+        self.sql.insert_str(0, prefix);
+        self
     }
 
     pub fn build(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {

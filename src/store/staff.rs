@@ -119,11 +119,6 @@ impl Store {
         rows.iter().map(|r| staff_row(r).map(|c| c.member)).collect()
     }
 
-    pub async fn count_staff(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM staff").fetch_one(&self.pool).await?;
-        super::rows::int(&row, "n")
-    }
-
     /// Stores the hash of a new refresh token starting (or continuing) a session.
     pub async fn insert_refresh_token(
         &self,
@@ -133,21 +128,8 @@ impl Store {
         token_hash: &str,
         expires_at: &str,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, audience, subject_id, family_id, token_hash, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(new_id().to_string())
-        .bind(audience)
-        .bind(subject_id.to_string())
-        .bind(family_id.to_string())
-        .bind(token_hash)
-        .bind(expires_at)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_db)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert_refresh_row(&mut conn, audience, subject_id, &family_id.to_string(), token_hash, expires_at).await
     }
 
     /// Uses a refresh token exactly once and stores its successor in the same
@@ -191,20 +173,7 @@ impl Store {
             tx.commit().await?;
             return Ok(RefreshOutcome::Reused);
         }
-        sqlx::query(
-            "INSERT INTO refresh_tokens (id, audience, subject_id, family_id, token_hash, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(new_id().to_string())
-        .bind(audience)
-        .bind(subject_id.to_string())
-        .bind(family.as_str())
-        .bind(successor_hash)
-        .bind(successor_expires_at)
-        .bind(ts.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from_db)?;
+        insert_refresh_row(&mut tx, audience, subject_id, &family, successor_hash, successor_expires_at).await?;
         tx.commit().await?;
         Ok(RefreshOutcome::Rotated { subject_id })
     }
@@ -222,4 +191,29 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+async fn insert_refresh_row(
+    conn: &mut sqlx::AnyConnection,
+    audience: &str,
+    subject_id: Uuid,
+    family_id: &str,
+    token_hash: &str,
+    expires_at: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, audience, subject_id, family_id, token_hash, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id().to_string())
+    .bind(audience)
+    .bind(subject_id.to_string())
+    .bind(family_id)
+    .bind(token_hash)
+    .bind(expires_at)
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_db)?;
+    Ok(())
 }

@@ -97,17 +97,6 @@ async fn cors_answers_configured_storefront_origins_only() {
 }
 
 #[tokio::test]
-async fn postgres_without_a_jwt_secret_is_refused_at_start() {
-    let settings = Settings {
-        database_url: Some("postgres://postgres@127.0.0.1:5432/postgres".into()),
-        jwt_secret: None,
-        ..test_settings()
-    };
-    let err = Application::build(&settings).await.err().expect("refused");
-    assert!(err.to_string().contains("MERCATO_JWT_SECRET"), "{err}");
-}
-
-#[tokio::test]
 async fn the_server_drains_and_stops_on_a_shutdown_signal() {
     let mut settings = test_settings();
     let dir = std::env::temp_dir().join(format!("mercato-stop-{}", uuid::Uuid::now_v7().simple()));
