@@ -41,6 +41,8 @@ pub struct Settings {
     pub log_format: String,
     /// Currency used when a request names none.
     pub default_currency: String,
+    /// A request still running after this long is answered 408 and dropped.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             trust_forwarded_for: false,
             log_format: "json".into(),
             default_currency: "EUR".into(),
+            request_timeout_secs: 30,
         }
     }
 }
@@ -120,19 +123,30 @@ impl Settings {
             )));
         }
         match &self.jwt_secret {
-            Some(s) if s.len() < MIN_JWT_SECRET_LEN => Err(ConfigError::Unsafe(format!(
-                "MERCATO_JWT_SECRET must be at least {MIN_JWT_SECRET_LEN} characters (use `openssl rand -hex 32`)"
-            ))),
-            None if self.uses_postgres() => Err(ConfigError::Unsafe(
-                "DATABASE_URL points at PostgreSQL, which several instances may share, but MERCATO_JWT_SECRET is not set; \
-                 set it to the same random value (at least 32 characters, e.g. `openssl rand -hex 32`) on every instance"
-                    .into(),
-            )),
-            _ if self.access_token_ttl_secs == 0 || self.access_token_ttl_secs > 24 * 3600 => {
-                Err(ConfigError::Unsafe("MERCATO_ACCESS_TOKEN_TTL_SECS must be between 1 and 86400".into()))
+            Some(s) if s.len() < MIN_JWT_SECRET_LEN => {
+                return Err(ConfigError::Unsafe(format!(
+                    "MERCATO_JWT_SECRET must be at least {MIN_JWT_SECRET_LEN} characters (use `openssl rand -hex 32`)"
+                )));
             }
-            _ => Ok(()),
+            None if self.uses_postgres() => {
+                return Err(ConfigError::Unsafe(
+                    "DATABASE_URL points at PostgreSQL, which several instances may share, but MERCATO_JWT_SECRET is not set; \
+                     set it to the same random value (at least 32 characters, e.g. `openssl rand -hex 32`) on every instance"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
+        if self.access_token_ttl_secs == 0 || self.access_token_ttl_secs > 24 * 3600 {
+            return Err(ConfigError::Unsafe("MERCATO_ACCESS_TOKEN_TTL_SECS must be between 1 and 86400".into()));
+        }
+        if self.refresh_token_ttl_secs == 0 || self.refresh_token_ttl_secs > 365 * 24 * 3600 {
+            return Err(ConfigError::Unsafe("MERCATO_REFRESH_TOKEN_TTL_SECS must be between 1 and 31536000 (a year)".into()));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("MERCATO_REQUEST_TIMEOUT_SECS must be at least 1".into()));
+        }
+        Ok(())
     }
 
     /// The configured secret, or (embedded mode only) one generated once and kept in
@@ -177,6 +191,14 @@ mod tests {
         assert!(err.contains("MERCATO_JWT_SECRET"), "{err}");
         let s = Settings { jwt_secret: Some("x".repeat(40)), ..s };
         assert!(s.check_safety().is_ok());
+    }
+
+    #[test]
+    fn absurd_token_lifetimes_are_refused() {
+        let s = Settings { refresh_token_ttl_secs: u64::MAX, ..Settings::default() };
+        assert!(s.check_safety().unwrap_err().to_string().contains("MERCATO_REFRESH_TOKEN_TTL_SECS"));
+        let s = Settings { access_token_ttl_secs: 0, ..Settings::default() };
+        assert!(s.check_safety().is_err());
     }
 
     #[test]

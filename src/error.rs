@@ -161,6 +161,14 @@ impl From<StoreError> for ApiError {
             StoreError::Unique("categories_slug_key") => {
                 ApiError::conflict("duplicate_slug", Some("slug"), "another category already uses this slug")
             }
+            StoreError::Unique("variants_options_key") => {
+                ApiError::invalid_field("options", "duplicate", "another variant already has these option values")
+            }
+            StoreError::ForeignKey => ApiError::conflict(
+                "concurrent_change",
+                None,
+                "something this request refers to was changed or removed at the same moment; retry",
+            ),
             StoreError::Unique("variants_sku_key") => {
                 ApiError::conflict("duplicate_sku", Some("sku"), "this SKU is already in use")
             }
@@ -207,6 +215,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::CategoryInUse => {
                 ApiError::conflict("category_not_empty", None, "the category still has subcategories or products")
             }
+            CatalogError::Invalid(fields) => ApiError::Validation(fields),
             CatalogError::Store(e) => e.into(),
         }
     }

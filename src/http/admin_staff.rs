@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
-use super::extract::{ApiJson, ApiQuery, Staff, perm};
+use super::extract::{ApiJson, ApiQuery, PathId, Staff, perm};
 use crate::domain::cursor;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::ops::staff::{self as ops, LoginInput, NewStaffInput, RefreshInput, TokenPair};
+use crate::ops::staff::{self as ops, LoginInput, NewStaffInput, RefreshInput, StaffPatchInput, TokenPair};
 use crate::store::audit::{AuditEntry, AuditQuery};
 use crate::store::staff::StaffMember;
 
@@ -70,6 +70,28 @@ pub async fn create_staff(
     ApiJson(input): ApiJson<NewStaffInput>,
 ) -> ApiResult<(StatusCode, Json<StaffMember>)> {
     Ok((StatusCode::CREATED, Json(ops::create_staff(&state.store, input, &staff.actor()).await?)))
+}
+
+/// Changes a staff member's role or deactivates them; takes effect on their next request.
+#[utoipa::path(
+    patch, path = "/v1/admin/staff/{id}", tag = "admin-staff", params(("id" = Uuid, Path)), request_body = StaffPatchInput,
+    responses((status = 200, body = StaffMember), (status = 404, body = Problem), (status = 409, body = Problem)),
+    security(("staff_token" = ["staff:manage"]))
+)]
+pub async fn update_staff(
+    staff: Staff<perm::StaffManage>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<StaffPatchInput>,
+) -> ApiResult<Json<StaffMember>> {
+    if id == staff.id {
+        return Err(ApiError::conflict(
+            "cannot_change_self",
+            None,
+            "staff cannot change their own role or deactivate themselves",
+        ));
+    }
+    Ok(Json(state.store.update_staff(id, input.role, input.active, &staff.actor()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -88,6 +89,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_staff::refresh))
         .routes(routes!(admin_staff::logout))
         .routes(routes!(admin_staff::list_staff, admin_staff::create_staff))
+        .routes(routes!(admin_staff::update_staff))
         .routes(routes!(admin_staff::audit_log))
         .routes(routes!(admin_catalog::list_products, admin_catalog::create_product))
         .routes(routes!(admin_catalog::get_product, admin_catalog::update_product))
@@ -119,8 +121,9 @@ pub fn router(state: AppState, settings: &Settings, limiter: Arc<dyn RateLimiter
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        .layer(axum::middleware::from_fn(crate::metrics::track))
+        // Metrics wrap the limiter so refused requests are counted too.
         .layer(axum::middleware::from_fn_with_state(limits, rate_limit::middleware))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes));
 
     let security_headers = ServiceBuilder::new()
@@ -140,6 +143,7 @@ pub fn router(state: AppState, settings: &Settings, limiter: Arc<dyn RateLimiter
     };
     app.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::map_request(drop_unusable_request_id))
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
@@ -150,8 +154,24 @@ pub fn router(state: AppState, settings: &Settings, limiter: Arc<dyn RateLimiter
                     // One access-log line per request, inside the request span.
                     .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
             )
-            .layer(PropagateRequestIdLayer::new(request_id)),
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(settings.request_timeout_secs),
+            )),
     )
+}
+
+/// A client-supplied request id is logged and stored in the audit log, so only
+/// short, plain ones are kept; anything else is replaced by a generated one.
+async fn drop_unusable_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+    let usable = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    if !usable {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 fn cors(settings: &Settings) -> Option<CorsLayer> {

@@ -115,11 +115,13 @@ pub async fn middleware(State(state): State<LimitState>, req: Request, next: Nex
 
 fn client_ip(req: &Request, trust_forwarded_for: bool) -> IpAddr {
     if trust_forwarded_for {
+        // The last entry is the one our own proxy appended; earlier ones are
+        // whatever the client chose to send.
         let forwarded = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|ip| ip.trim().parse().ok());
         if let Some(ip) = forwarded {
             return ip;

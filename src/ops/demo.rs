@@ -16,7 +16,7 @@ use crate::domain::slug::Slug;
 use crate::domain::variant_matrix::{ProductOption, combinations};
 use crate::store::Store;
 use crate::store::audit::Actor;
-use crate::store::catalog::NewCategory;
+use crate::store::catalog::{Category, NewCategory};
 
 struct Department {
     name: &'static str,
@@ -107,18 +107,11 @@ pub async fn seed(store: &Store, products: usize, progress: bool) -> anyhow::Res
     let mut leaves: Vec<(usize, Uuid)> = Vec::new();
     let mut categories = 0;
     for (d, dept) in DEPARTMENTS.iter().enumerate() {
-        let root = store
-            .create_category(&category(dept.name, &slugify(dept.name), None, d as i64), &actor)
-            .await
-            .map_err(|e| anyhow::anyhow!("seeding category {}: {e}", dept.name))?;
-        categories += 1;
+        let root =
+            find_or_create(store, category(dept.name, &slugify(dept.name), None, d as i64), &actor, &mut categories).await?;
         for (c, child) in dept.children.iter().enumerate() {
             let slug = slugify(&format!("{} {}", dept.name, child));
-            let leaf = store
-                .create_category(&category(child, &slug, Some(root.id), c as i64), &actor)
-                .await
-                .map_err(|e| anyhow::anyhow!("seeding category {child}: {e}"))?;
-            categories += 1;
+            let leaf = find_or_create(store, category(child, &slug, Some(root.id), c as i64), &actor, &mut categories).await?;
             leaves.push((d, leaf.id));
         }
     }
@@ -138,6 +131,16 @@ pub async fn seed(store: &Store, products: usize, progress: bool) -> anyhow::Res
     }
     bar.finish();
     Ok(DemoReport { categories, products })
+}
+
+/// Reuses a category with the demo slug, so a seed that stopped half-way (or a
+/// shop that already has the demo's categories) can be seeded again.
+async fn find_or_create(store: &Store, new: NewCategory, actor: &Actor, created: &mut usize) -> anyhow::Result<Category> {
+    if let Some(existing) = store.category_by_slug(new.slug.as_str()).await? {
+        return Ok(existing);
+    }
+    *created += 1;
+    store.create_category(&new, actor).await.map_err(|e| anyhow::anyhow!("seeding category {}: {e}", new.name))
 }
 
 fn category(name: &str, slug: &str, parent: Option<Uuid>, position: i64) -> NewCategory {

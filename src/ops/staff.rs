@@ -40,6 +40,14 @@ pub async fn create_staff(store: &Store, input: NewStaffInput, actor: &Actor) ->
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct StaffPatchInput {
+    pub role: Option<Role>,
+    /// `false` deactivates the account: its tokens stop working at once.
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginInput {
     pub email: String,
     pub password: String,

@@ -98,7 +98,8 @@ impl Store {
         if let Some(b) = q.before_id {
             sql.push(" AND id < ").bind(b.to_string());
         }
-        sql.push(" ORDER BY id DESC LIMIT ").bind(q.limit.clamp(1, 200));
+        // Callers ask for one more row than a page to learn whether another follows.
+        sql.push(" ORDER BY id DESC LIMIT ").bind(q.limit.clamp(1, 201));
         let query = sql.build();
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter()

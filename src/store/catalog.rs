@@ -17,7 +17,8 @@ use crate::domain::catalog::{Image, NewProduct, NewVariant, ProductStatus, Sku};
 use crate::domain::category_tree::Tree;
 use crate::domain::money::{Currency, Money};
 use crate::domain::slug::Slug;
-use crate::domain::variant_matrix::{ProductOption, Selection};
+use crate::domain::validation::{FieldError, FieldErrors};
+use crate::domain::variant_matrix::{self, ProductOption, Selection};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Price {
@@ -191,6 +192,9 @@ pub enum CatalogError {
     Move(#[from] crate::domain::category_tree::MoveError),
     #[error("category has children or products")]
     CategoryInUse,
+    /// The change is invalid given what is stored (e.g. a variant selection already taken).
+    #[error("invalid change")]
+    Invalid(Vec<FieldError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -234,13 +238,23 @@ impl Store {
         let (product_id, before, outcome) = match owners.as_slice() {
             [] => (insert_product(&mut tx, p).await?, None, Upsert::Created),
             [existing] => {
-                let before = load_product(&mut tx, *existing).await?.ok_or(StoreError::NotFound("product"))?;
+                let before = lock_product(&mut tx, self.dialect, *existing).await?;
                 replace_product(&mut tx, *existing, p).await?;
                 (*existing, Some(before), Upsert::Updated)
             }
             _ => return Err(CatalogError::SkusTaken(skus.iter().map(|s| s.to_string()).collect())),
         };
         let after = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
+        // Variants the line did not mention are kept; together with the new ones they
+        // must still form a valid matrix under the (possibly new) options.
+        let options: Vec<ProductOption> =
+            after.options.iter().map(|o| ProductOption { name: o.name.clone(), values: o.values.clone() }).collect();
+        let selections: Vec<Selection> = after.variants.iter().map(|v| v.options.clone()).collect();
+        let mut errors = FieldErrors::new();
+        variant_matrix::check_variants(&options, &selections, &mut errors);
+        if !errors.is_empty() {
+            return Err(CatalogError::Invalid(errors.into_vec()));
+        }
         if before.as_ref().is_some_and(|b| same_content(b, &after)) {
             tx.rollback().await?;
             return Ok(Upsert::Unchanged);
@@ -288,7 +302,7 @@ impl Store {
 
     pub async fn update_product(&self, product_id: Uuid, patch: &ProductPatch, actor: &Actor) -> Result<Product, CatalogError> {
         let mut tx = self.begin().await?;
-        let before = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
+        let before = lock_product(&mut tx, self.dialect, product_id).await?;
         if let Some(ids) = &patch.category_ids {
             check_categories_exist(&mut tx, ids).await?;
         }
@@ -330,10 +344,30 @@ impl Store {
         finish_product_change(tx, actor, "product.update", product_id, Some(&before)).await
     }
 
-    /// Adds a variant whose option selection was already checked against the product's matrix.
+    /// Adds a variant. Its option selection is checked against the product's matrix
+    /// and its other variants under the product lock, so two concurrent additions
+    /// cannot both take the same selection.
     pub async fn add_variant(&self, product_id: Uuid, v: &NewVariant, actor: &Actor) -> Result<Product, CatalogError> {
         let mut tx = self.begin().await?;
-        let before = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
+        let before = lock_product(&mut tx, self.dialect, product_id).await?;
+        let options: Vec<ProductOption> =
+            before.options.iter().map(|o| ProductOption { name: o.name.clone(), values: o.values.clone() }).collect();
+        let mut selections: Vec<Selection> = before.variants.iter().map(|v| v.options.clone()).collect();
+        selections.push(v.options.clone());
+        let mut errors = FieldErrors::new();
+        variant_matrix::check_variants(&options, &selections, &mut errors);
+        let new_index = format!("variants[{}].options", selections.len() - 1);
+        let errors: Vec<FieldError> = errors
+            .into_vec()
+            .into_iter()
+            .map(|e| FieldError {
+                field: if e.field == new_index || e.field == "variants" { "options".into() } else { e.field },
+                ..e
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(CatalogError::Invalid(errors));
+        }
         check_skus_free(&mut tx, &[v.sku.as_str()], None).await?;
         let position = before.variants.len() as i64;
         insert_variant(&mut tx, product_id, v, position).await?;
@@ -350,7 +384,7 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound("variant"))?;
         let product_id = id(&row, "product_id")?;
-        let before = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
+        let before = lock_product(&mut tx, self.dialect, product_id).await?;
         if let Some(sku) = &patch.sku {
             check_skus_free(&mut tx, &[sku.as_str()], Some(variant_id)).await?;
         }
@@ -388,7 +422,7 @@ impl Store {
     /// One page of products. Returns at most `limit` rows; the caller asks for one
     /// more than it shows to learn whether another page exists.
     pub async fn list_products(&self, q: &ProductListQuery) -> StoreResult<Vec<ProductSummary>> {
-        let rows = product_list_sql(q).build().fetch_all(&self.pool).await?;
+        let rows = product_list_sql(q, self.dialect).build().fetch_all(&self.pool).await?;
         rows.iter().map(summary_row).collect()
     }
 
@@ -399,7 +433,7 @@ impl Store {
             super::Dialect::Postgres => "EXPLAIN (ANALYZE, BUFFERS) ",
             super::Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
         };
-        let rows = product_list_sql(q).prefixed(prefix).build().fetch_all(&self.pool).await?;
+        let rows = product_list_sql(q, self.dialect).prefixed(prefix).build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| match self.dialect {
                 super::Dialect::Postgres => text(r, "QUERY PLAN"),
@@ -425,6 +459,7 @@ impl Store {
 
     pub async fn create_category(&self, c: &NewCategory, actor: &Actor) -> Result<Category, CatalogError> {
         let mut tx = self.begin().await?;
+        lock_category_tree(&mut tx, self.dialect).await?;
         let category_id = new_id();
         load_tree(&mut tx).await?.can_move(category_id, c.parent_id)?;
         let ts = now();
@@ -468,10 +503,7 @@ impl Store {
         actor: &Actor,
     ) -> Result<Category, CatalogError> {
         let mut tx = self.begin().await?;
-        if matches!(self.dialect, super::Dialect::Postgres) {
-            // Serialises tree moves across instances; SQLite's write lock already does.
-            sqlx::query("LOCK TABLE categories IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
-        }
+        lock_category_tree(&mut tx, self.dialect).await?;
         let before = load_category(&mut tx, category_id).await?;
         if let Some(parent) = patch.parent_id {
             load_tree(&mut tx).await?.can_move(category_id, parent)?;
@@ -517,6 +549,7 @@ impl Store {
     /// Deletes an empty leaf category.
     pub async fn delete_category(&self, category_id: Uuid, actor: &Actor) -> Result<(), CatalogError> {
         let mut tx = self.begin().await?;
+        lock_category_tree(&mut tx, self.dialect).await?;
         let before = load_category(&mut tx, category_id).await?;
         let used = sqlx::query(
             "SELECT 1 AS one FROM categories WHERE parent_id = $1
@@ -861,7 +894,11 @@ impl From<ImageRow> for Image {
     }
 }
 
-fn product_list_sql(q: &ProductListQuery) -> SqlBuilder {
+fn product_list_sql(q: &ProductListQuery, dialect: super::Dialect) -> SqlBuilder {
+    // Titles sort by code point on both databases (SQLite's BINARY collation is
+    // bytewise; PostgreSQL's default follows the cluster's locale), so keyset
+    // pages are the same everywhere.
+    let pg = dialect == super::Dialect::Postgres;
     let price_sort = matches!(q.sort, ProductSort::PriceAsc | ProductSort::PriceDesc);
     let price_filter = q.price_min.is_some() || q.price_max.is_some();
     // A price sort or filter only makes sense for products priced in that currency.
@@ -906,20 +943,27 @@ fn product_list_sql(q: &ProductListQuery) -> SqlBuilder {
             sql.push(" AND p.id < ").bind(after.to_string());
         }
         Some(After::Price(price, after)) if q.sort == ProductSort::PriceAsc => {
-            sql.push(" AND (pp.min_minor, p.id) > (").bind(*price).push(", ").bind(after.to_string()).push(")");
+            sql.push(" AND (pp.min_minor, pp.product_id) > (").bind(*price).push(", ").bind(after.to_string()).push(")");
         }
         Some(After::Price(price, after)) => {
-            sql.push(" AND (pp.min_minor, p.id) < (").bind(*price).push(", ").bind(after.to_string()).push(")");
+            sql.push(" AND (pp.min_minor, pp.product_id) < (").bind(*price).push(", ").bind(after.to_string()).push(")");
         }
         Some(After::Title(title, after)) => {
-            sql.push(" AND (p.title, p.id) > (").bind(title.as_str()).push(", ").bind(after.to_string()).push(")");
+            sql.push(if pg { " AND (p.title COLLATE \"C\", p.id) > (" } else { " AND (p.title, p.id) > (" })
+                .bind(title.as_str())
+                .push(", ")
+                .bind(after.to_string())
+                .push(")");
         }
         None => {}
     }
     sql.push(match q.sort {
         ProductSort::Newest => " ORDER BY p.id DESC",
-        ProductSort::PriceAsc => " ORDER BY pp.min_minor ASC, p.id ASC",
-        ProductSort::PriceDesc => " ORDER BY pp.min_minor DESC, p.id DESC",
+        // By `pp.product_id` rather than the equal `p.id`, so the price index
+        // (currency, min_minor, product_id) delivers rows already in order.
+        ProductSort::PriceAsc => " ORDER BY pp.min_minor ASC, pp.product_id ASC",
+        ProductSort::PriceDesc => " ORDER BY pp.min_minor DESC, pp.product_id DESC",
+        ProductSort::TitleAsc if pg => " ORDER BY p.title COLLATE \"C\" ASC, p.id ASC",
         ProductSort::TitleAsc => " ORDER BY p.title ASC, p.id ASC",
     });
     sql.push(" LIMIT ").bind(q.limit);
@@ -962,6 +1006,25 @@ async fn load_category(tx: &mut Tx, category_id: Uuid) -> StoreResult<Category> 
         .await?
         .ok_or(StoreError::NotFound("category"))?;
     category_row(&row)
+}
+
+/// Serialises changes to the category tree across instances on PostgreSQL, so two
+/// moves checked separately cannot combine into a cycle or an over-deep branch.
+/// SQLite's `BEGIN IMMEDIATE` write lock already does this.
+async fn lock_category_tree(tx: &mut Tx, dialect: super::Dialect) -> StoreResult<()> {
+    if dialect == super::Dialect::Postgres {
+        sqlx::query("LOCK TABLE categories IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Locks one product for the rest of the transaction, so concurrent writes to it
+/// queue instead of interleaving (and each audit row sees the true `before`).
+async fn lock_product(tx: &mut Tx, dialect: super::Dialect, product_id: Uuid) -> StoreResult<Product> {
+    if dialect == super::Dialect::Postgres {
+        sqlx::query("SELECT id FROM products WHERE id = $1 FOR UPDATE").bind(product_id.to_string()).execute(&mut **tx).await?;
+    }
+    load_product(tx, product_id).await?.ok_or(StoreError::NotFound("product"))
 }
 
 async fn load_tree(tx: &mut Tx) -> StoreResult<Tree> {

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// A named unique constraint was violated (see `UNIQUE_KEYS`).
     #[error("unique constraint {0} violated")]
     Unique(&'static str),
+    /// A row this write refers to was removed by a concurrent write.
+    #[error("a referenced row changed concurrently")]
+    ForeignKey,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -52,11 +55,17 @@ const UNIQUE_KEYS: &[(&str, &str)] = &[
     ("categories_slug_key", "categories.slug"),
     ("staff_email_key", "staff.email"),
     ("refresh_tokens_hash_key", "refresh_tokens.token_hash"),
+    ("variants_options_key", "variants.product_id, variants.options"),
 ];
 
 impl StoreError {
     /// Classifies a driver error, naming the unique constraint it broke, if any.
     pub fn from_db(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err
+            && db.is_foreign_key_violation()
+        {
+            return StoreError::ForeignKey;
+        }
         if let sqlx::Error::Database(db) = &err
             && db.is_unique_violation()
         {
@@ -98,6 +107,7 @@ macro_rules! migrations {
 // Versioned schema changes, the same version and name for both databases.
 migrations! {
     1 => "0001_catalog_and_staff",
+    2 => "0002_catalog_constraints",
 }
 
 impl Store {

@@ -98,6 +98,58 @@ impl Store {
         Ok(member)
     }
 
+    /// Changes role and/or active flag; deactivation also revokes every session.
+    pub async fn update_staff(
+        &self,
+        staff_id: Uuid,
+        role: Option<Role>,
+        active: Option<bool>,
+        actor: &Actor,
+    ) -> StoreResult<StaffMember> {
+        let mut tx = self.begin().await?;
+        let mut select = SqlBuilder::new(SELECT_STAFF);
+        select.push(" WHERE id = ").bind(staff_id.to_string());
+        let before = select
+            .build()
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(staff_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound("staff"))?
+            .member;
+        let ts = now();
+        sqlx::query("UPDATE staff SET role = COALESCE($1, role), active = COALESCE($2, active), updated_at = $3 WHERE id = $4")
+            .bind(role.map(|r| r.as_str()))
+            .bind(active.map(i64::from))
+            .bind(ts.as_str())
+            .bind(staff_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if active == Some(false) {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE subject_id = $2 AND revoked_at IS NULL")
+                .bind(ts.as_str())
+                .bind(staff_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let after = StaffMember { role: role.unwrap_or(before.role), active: active.unwrap_or(before.active), ..before.clone() };
+        audit::record(
+            &mut tx,
+            actor,
+            Change {
+                action: "staff.update",
+                entity_type: "staff",
+                entity_id: staff_id,
+                before: serde_json::to_value(&before).ok(),
+                after: serde_json::to_value(&after).ok(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
     pub async fn staff_by_email(&self, email: &Email) -> StoreResult<Option<StaffCredentials>> {
         let mut sql = SqlBuilder::new(SELECT_STAFF);
         sql.push(" WHERE email = ").bind(email.as_str());

@@ -274,6 +274,38 @@ async fn shoppers_filter_sort_and_page_the_catalog(app: TestApp) {
     assert_eq!(clothing["children"][0]["children"][0]["name"], "Linen Shirts");
 }
 
+async fn pages_never_skip_or_repeat_when_sort_keys_tie(app: TestApp) {
+    let token = app.owner_token().await;
+    for i in 0..5 {
+        let mut body = product_body("Same Title", &format!("TIE{i}"), &[1000], None, json!({}));
+        body["slug"] = json!(format!("same-title-{i}"));
+        app.create_product(&token, body).await;
+    }
+    // Titles compare by code point: upper case before lower case, on both databases.
+    app.create_product(&token, product_body("apple", "LOWER", &[1000], None, json!({}))).await;
+    app.create_product(&token, product_body("Zebra", "UPPER", &[1000], None, json!({}))).await;
+    for sort in ["newest", "price_asc", "price_desc", "title_asc"] {
+        let mut seen = Vec::new();
+        let mut url = format!("/v1/products?sort={sort}&limit=2");
+        loop {
+            let page = app.get(&url).await.expect(200);
+            seen.extend(page["items"].as_array().unwrap().iter().map(|p| p["slug"].as_str().unwrap().to_owned()));
+            match page["next_cursor"].as_str() {
+                Some(c) => url = format!("/v1/products?sort={sort}&limit=2&cursor={c}"),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (7, 7), "{sort}: {seen:?}");
+        if sort == "title_asc" {
+            assert_eq!(seen.last().unwrap(), "apple");
+            assert_eq!(seen[5], "zebra");
+        }
+    }
+}
+
 async fn catalog_reads_carry_etags_and_answer_304(app: TestApp) {
     let token = app.owner_token().await;
     app.create_product(&token, product_body("Cap", "CAP", &[900], None, json!({}))).await;
@@ -338,6 +370,7 @@ on_both_databases!(
     duplicate_skus_and_slugs_are_conflicts,
     variants_are_added_and_repriced_within_the_matrix,
     shoppers_filter_sort_and_page_the_catalog,
+    pages_never_skip_or_repeat_when_sort_keys_tie,
     catalog_reads_carry_etags_and_answer_304,
     category_moves_that_would_create_a_cycle_are_refused,
 );

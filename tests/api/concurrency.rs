@@ -48,4 +48,54 @@ async fn concurrent_category_moves_never_make_a_cycle(app: TestApp) {
     }
 }
 
-on_both_databases!(concurrent_creates_of_one_sku_yield_exactly_one_product, concurrent_category_moves_never_make_a_cycle);
+async fn concurrent_writes_to_one_product_queue_up_and_keep_its_matrix(app: TestApp) {
+    let token = app.owner_token().await;
+    let mut body = product_body("Sock", "SOCK", &[500], None, json!({}));
+    body["options"] = json!([{"name": "size", "values": ["S0", "M", "L"]}]);
+    let product = app.create_product(&token, body).await;
+    let id = product["id"].as_str().unwrap();
+
+    // Eight attempts to add the same size under different SKUs: one wins.
+    let variants_path = format!("/v1/admin/products/{id}/variants");
+    let adds = (0..8).map(|i| {
+        app.admin_post(
+            &variants_path,
+            &token,
+            json!({"sku": format!("SOCK-M-{i}"), "options": {"size": "M"}, "prices": [{"currency": "EUR", "amount": 600}]}),
+        )
+    });
+    let answers = join_all(adds).await;
+    assert_eq!(answers.iter().filter(|a| a.status == 201).count(), 1);
+    assert!(
+        answers.iter().all(|a| a.status == 201 || (a.status == 422 && a.body["errors"][0]["field"] == "options")),
+        "{:?}",
+        answers.iter().map(|a| a.body.clone()).collect::<Vec<_>>()
+    );
+
+    // Ten concurrent renames: all succeed, one after the other.
+    let product_path = format!("/v1/admin/products/{id}");
+    let renames = (0..10).map(|i| app.admin_patch(&product_path, &token, json!({"title": format!("Sock {i}")})));
+    let answers = join_all(renames).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| a.body.clone()).collect::<Vec<_>>());
+    let now = app.admin_get(&product_path, &token).await.expect(200);
+    // Created at version 1, one variant added, ten renames.
+    assert_eq!(now["version"], 12);
+    assert_eq!(now["variants"].as_array().unwrap().len(), 2);
+    // Each audited rename saw the state the previous one left.
+    let log = app.admin_get(&format!("/v1/admin/audit-log?entity_id={id}&limit=20"), &token).await.expect(200);
+    let mut versions: Vec<(i64, i64)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "product.update")
+        .map(|e| (e["before"]["version"].as_i64().unwrap(), e["after"]["version"].as_i64().unwrap()))
+        .collect();
+    versions.sort();
+    assert_eq!(versions, (2..12).map(|v| (v, v + 1)).collect::<Vec<_>>());
+}
+
+on_both_databases!(
+    concurrent_creates_of_one_sku_yield_exactly_one_product,
+    concurrent_category_moves_never_make_a_cycle,
+    concurrent_writes_to_one_product_queue_up_and_keep_its_matrix,
+);

@@ -32,9 +32,18 @@ async fn request_ids_are_echoed_or_made_and_headers_are_safe(app: TestApp) {
     let res = app.client.get(app.url("/v1/products")).send().await.unwrap();
     let made = res.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
-    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(res.headers()["x-frame-options"], "DENY");
-    assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    // A request id that could pollute logs is replaced, not echoed.
+    let res_bad = app.client.get(app.url("/v1/products")).header("x-request-id", "a b\"<script>").send().await.unwrap();
+    let replaced = res_bad.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(replaced).is_ok(), "{replaced}");
+    // Security headers on successes and on errors alike.
+    let missing = app.client.get(app.url("/v1/nowhere")).send().await.unwrap();
+    for res in [&res, &missing] {
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(res.headers()["x-frame-options"], "DENY");
+        assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+        assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    }
 }
 
 async fn the_api_reference_is_served_offline(app: TestApp) {
@@ -72,6 +81,9 @@ async fn logins_are_rate_limited_with_retry_after() {
     let retry: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     limited.problem(429, "rate_limited");
+    // Refused requests are counted like any other.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"route="/v1/admin/auth/login",status="429""#), "{metrics}");
     // Reads have their own, larger budget.
     app.get("/v1/products").await.expect(200);
     cleanup.run().await;

@@ -62,13 +62,35 @@ async fn every_role_is_refused_exactly_where_it_lacks_the_permission(app: TestAp
 }
 
 async fn a_demoted_member_loses_access_on_the_next_request(app: TestApp) {
+    let owner = app.owner_token().await;
     let email = app.create_staff(Role::CatalogManager).await;
-    let token = app.login(&email).await["access_token"].as_str().unwrap().to_owned();
+    let session = app.login(&email).await;
+    let token = session["access_token"].as_str().unwrap().to_owned();
     app.admin_post("/v1/admin/categories", &token, json!({"name": "Hats"})).await.expect(201);
-    sqlx::query("UPDATE staff SET role = 'analyst' WHERE email = $1").bind(&email).execute(app.store.pool()).await.unwrap();
+    let staff = app.admin_get("/v1/admin/staff", &owner).await.expect(200);
+    let member = staff["items"].as_array().unwrap().iter().find(|s| s["email"] == email.as_str()).unwrap().clone();
+    let path = format!("/v1/admin/staff/{}", member["id"].as_str().unwrap());
+
+    let demoted = app.admin_patch(&path, &owner, json!({"role": "analyst"})).await.expect(200);
+    assert_eq!(demoted["role"], "analyst");
     app.admin_post("/v1/admin/categories", &token, json!({"name": "Caps"})).await.problem(403, "forbidden");
-    sqlx::query("UPDATE staff SET active = 0 WHERE email = $1").bind(&email).execute(app.store.pool()).await.unwrap();
+
+    app.admin_patch(&path, &owner, json!({"active": false})).await.expect(200);
     app.admin_get("/v1/admin/products", &token).await.problem(401, "invalid_token");
+    // Deactivation also ends the member's sessions, and login is refused.
+    let refresh = json!({"refresh_token": session["refresh_token"]});
+    app.send(Method::POST, "/v1/admin/auth/refresh", None, Some(refresh)).await.problem(401, "invalid_refresh_token");
+    let login = json!({"email": email, "password": crate::helpers::PASSWORD});
+    app.send(Method::POST, "/v1/admin/auth/login", None, Some(login)).await.problem(401, "invalid_credentials");
+
+    // Nobody locks themselves out.
+    let me = staff["items"].as_array().unwrap().iter().find(|s| s["role"] == "owner").unwrap()["id"].as_str().unwrap().to_owned();
+    app.admin_patch(&format!("/v1/admin/staff/{me}"), &owner, json!({"role": "analyst"}))
+        .await
+        .problem(409, "cannot_change_self");
+    app.admin_patch(&format!("/v1/admin/staff/{}", uuid::Uuid::now_v7()), &owner, json!({"active": false}))
+        .await
+        .problem(404, "not_found");
 }
 
 async fn every_admin_write_is_in_the_audit_log_with_before_and_after(app: TestApp) {
@@ -97,6 +119,45 @@ async fn every_admin_write_is_in_the_audit_log_with_before_and_after(app: TestAp
     // The staff accounts made by the test, then the product create.
     assert!(older["items"].as_array().unwrap().iter().any(|e| e["action"] == "product.create"));
     app.admin_get("/v1/admin/audit-log?cursor=nope", &analyst).await.problem(400, "invalid_cursor");
+
+    // Every other kind of admin write is there too, with its actor.
+    let variant_id = product["variants"][0]["id"].as_str().unwrap();
+    app.admin_patch(
+        &format!("/v1/admin/variants/{variant_id}"),
+        &owner,
+        json!({"prices": [{"currency": "EUR", "amount": 2000}]}),
+    )
+    .await
+    .expect(200);
+    app.admin_post(
+        &format!("/v1/admin/products/{id}/variants"),
+        &owner,
+        json!({"sku": "SC-S1", "options": {"size": "S1"}, "prices": [{"currency": "EUR", "amount": 1}]}),
+    )
+    .await
+    .problem(422, "validation_failed");
+    let cat_id = category["id"].as_str().unwrap();
+    app.admin_patch(&format!("/v1/admin/categories/{cat_id}"), &owner, json!({"name": "Extras"})).await.expect(200);
+    app.send(Method::DELETE, &format!("/v1/admin/categories/{cat_id}"), Some(&owner), None).await.expect(204);
+    let ann = app
+        .admin_post(
+            "/v1/admin/staff",
+            &owner,
+            json!({"email": "ann@example.com", "role": "support", "password": crate::helpers::PASSWORD}),
+        )
+        .await
+        .expect(201);
+    app.admin_patch(&format!("/v1/admin/staff/{}", ann["id"].as_str().unwrap()), &owner, json!({"role": "analyst"}))
+        .await
+        .expect(200);
+    let recent = app.admin_get("/v1/admin/audit-log?limit=5", &analyst).await.expect(200);
+    let actions: Vec<&str> = recent["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["staff.update", "staff.create", "category.delete", "category.update", "variant.update"]);
+    assert_eq!(recent["items"][0]["before"]["role"], "support");
+    assert_eq!(recent["items"][0]["after"]["role"], "analyst");
+    assert_eq!(recent["items"][2]["after"], Value::Null);
+    assert_eq!(recent["items"][4]["after"]["variants"][0]["prices"][0]["amount"], 2000);
+    assert!(recent["items"][1]["after"].get("password_hash").is_none());
     app.admin_get("/v1/admin/audit-log?bogus=1", &analyst).await.problem(400, "invalid_query");
 }
 
