@@ -1,12 +1,18 @@
 //! Pure types and rules. Nothing in here performs I/O or knows about HTTP or SQL,
 //! so every rule can be unit- and property-tested in isolation.
 
+pub mod address;
 pub mod catalog;
 pub mod category_tree;
 pub mod cursor;
 pub mod email;
+pub mod identifiers;
 pub mod money;
+pub mod order_status;
+pub mod pricing;
 pub mod rbac;
+pub mod shipping;
+pub mod signature;
 pub mod slug;
 pub mod validation;
 pub mod variant_matrix;

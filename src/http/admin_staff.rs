@@ -9,7 +9,8 @@ use super::AppState;
 use super::extract::{ApiJson, ApiQuery, PathId, Staff, perm};
 use crate::domain::cursor;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::ops::staff::{self as ops, LoginInput, NewStaffInput, RefreshInput, StaffPatchInput, TokenPair};
+use crate::ops::sessions::{LoginInput, RefreshInput, TokenPair};
+use crate::ops::staff::{self as ops, NewStaffInput, StaffPatchInput};
 use crate::store::audit::{AuditEntry, AuditQuery};
 use crate::store::staff::StaffMember;
 

@@ -130,6 +130,7 @@ pub async fn seed(store: &Store, products: usize, progress: bool) -> anyhow::Res
         }
     }
     bar.finish();
+    store.analyze().await?;
     Ok(DemoReport { categories, products })
 }
 

@@ -56,5 +56,8 @@ pub async fn import_jsonl(store: &Store, reader: impl BufRead, total_lines: u64,
         bar.set_message(format!("{} created, {} updated, {} failed", report.created, report.updated, report.failed.len()));
     }
     bar.finish();
+    if report.created + report.updated > 0 {
+        store.analyze().await?;
+    }
     Ok(report)
 }

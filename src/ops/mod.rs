@@ -5,4 +5,5 @@
 pub mod catalog;
 pub mod demo;
 pub mod import;
+pub mod sessions;
 pub mod staff;

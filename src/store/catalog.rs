@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
 use super::rows::{id, int, json, opt_id, opt_int, opt_text, text, to_json};
-use super::{SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
+use super::{Arg, SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
 use crate::domain::catalog::{Image, NewProduct, NewVariant, ProductStatus, Sku};
 use crate::domain::category_tree::Tree;
 use crate::domain::money::{Currency, Money};
@@ -276,13 +276,78 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Inserts many products in one transaction without audit rows: for seeding an
-    /// empty shop from the CLI, not for admin writes.
+    /// Inserts many products in one transaction, with multi-row statements and no
+    /// audit rows: for seeding an empty shop from the CLI, not for admin writes.
+    /// The products must not collide with stored SKUs or slugs (the constraints
+    /// still refuse them, failing the whole batch).
     pub async fn insert_products_unaudited(&self, products: &[NewProduct]) -> Result<(), CatalogError> {
-        let mut tx = self.begin().await?;
+        let ts = now();
+        let mut product_rows = Vec::new();
+        let mut attribute_rows = Vec::new();
+        let mut category_rows = Vec::new();
+        let mut variant_rows = Vec::new();
+        let mut price_rows = Vec::new();
+        let mut from_price_rows = Vec::new();
         for p in products {
-            insert_product(&mut tx, p).await?;
+            let pid = new_id().to_string();
+            product_rows.push(vec![
+                Arg::from(pid.as_str()),
+                p.slug.as_str().into(),
+                p.title.as_str().into(),
+                p.description.as_str().into(),
+                p.brand.clone().into(),
+                p.status.as_str().into(),
+                to_json(&p.options).into(),
+                to_json(&p.images).into(),
+                ts.as_str().into(),
+                ts.as_str().into(),
+            ]);
+            attribute_rows
+                .extend(p.attributes.iter().map(|(n, v)| vec![Arg::from(pid.as_str()), n.as_str().into(), v.as_str().into()]));
+            category_rows.extend(p.category_ids.iter().map(|c| vec![Arg::from(pid.as_str()), c.to_string().into()]));
+            let mut range: BTreeMap<Currency, (i64, i64)> = BTreeMap::new();
+            for (position, v) in p.variants.iter().enumerate() {
+                let vid = new_id().to_string();
+                variant_rows.push(vec![
+                    Arg::from(vid.as_str()),
+                    pid.as_str().into(),
+                    v.sku.as_str().into(),
+                    to_json(&v.options).into(),
+                    v.barcode.clone().into(),
+                    v.weight_grams.into(),
+                    (position as i64).into(),
+                    ts.as_str().into(),
+                    ts.as_str().into(),
+                ]);
+                for m in &v.prices {
+                    price_rows.push(vec![Arg::from(vid.as_str()), m.currency().as_str().into(), m.minor().into()]);
+                    let r = range.entry(m.currency()).or_insert((m.minor(), m.minor()));
+                    *r = (r.0.min(m.minor()), r.1.max(m.minor()));
+                }
+            }
+            from_price_rows.extend(
+                range.into_iter().map(|(c, (min, max))| vec![Arg::from(pid.as_str()), c.as_str().into(), min.into(), max.into()]),
+            );
         }
+        let mut tx = self.begin().await?;
+        insert_rows(
+            &mut tx,
+            "INSERT INTO products (id, slug, title, description, brand, status, options, images, created_at, updated_at) VALUES ",
+            "",
+            product_rows,
+        )
+        .await?;
+        insert_rows(&mut tx, "INSERT INTO product_attributes (product_id, name, value) VALUES ", "", attribute_rows).await?;
+        insert_rows(&mut tx, "INSERT INTO product_categories (product_id, category_id) VALUES ", "", category_rows).await?;
+        insert_rows(&mut tx, "INSERT INTO variants (id, product_id, sku, options, barcode, weight_grams, position, created_at, updated_at) VALUES ", "", variant_rows).await?;
+        insert_rows(&mut tx, "INSERT INTO variant_prices (variant_id, currency, amount_minor) VALUES ", "", price_rows).await?;
+        insert_rows(
+            &mut tx,
+            "INSERT INTO product_prices (product_id, currency, min_minor, max_minor) VALUES ",
+            "",
+            from_price_rows,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -700,6 +765,25 @@ async fn replace_product(tx: &mut Tx, product_id: Uuid, p: &NewProduct) -> Resul
         }
     }
     refresh_product_prices(tx, product_id).await?;
+    Ok(())
+}
+
+/// Rows per multi-row statement: large enough to save round trips, small enough
+/// that statements with thousands of placeholders (slow to prepare on SQLite)
+/// never happen.
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// Multi-row insert in chunks that also stay under the bound-parameter limits
+/// (SQLite 32,766, PostgreSQL 65,535).
+async fn insert_rows(tx: &mut Tx, head: &'static str, tail: &'static str, rows: Vec<Vec<Arg>>) -> Result<(), CatalogError> {
+    let width = rows.first().map_or(1, Vec::len);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Arg>> = rows.by_ref().take((30_000 / width).min(ROWS_PER_STATEMENT)).collect();
+        let mut q = SqlBuilder::new(head);
+        q.bind_rows(chunk).push(tail);
+        q.build().execute(&mut **tx).await.map_err(StoreError::from_db)?;
+    }
     Ok(())
 }
 

@@ -168,6 +168,13 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes the planner's statistics, after a bulk load changed the data's
+    /// shape (until autovacuum gets to it, PostgreSQL plans from an empty table).
+    pub async fn analyze(&self) -> StoreResult<()> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -202,6 +209,20 @@ pub fn new_id() -> uuid::Uuid {
 pub enum Arg {
     Text(String),
     Int(i64),
+    OptText(Option<String>),
+    OptInt(Option<i64>),
+}
+
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Arg::OptText(v)
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Arg::OptInt(v)
+    }
 }
 
 impl From<String> for Arg {
@@ -259,6 +280,16 @@ impl SqlBuilder {
         self
     }
 
+    /// Appends `($a, $b), ($c, $d), ...` for rows of values.
+    pub fn bind_rows(&mut self, rows: impl IntoIterator<Item = Vec<Arg>>) -> &mut Self {
+        for (i, row) in rows.into_iter().enumerate() {
+            self.sql.push_str(if i == 0 { "(" } else { ", (" });
+            self.bind_list(row);
+            self.sql.push(')');
+        }
+        self
+    }
+
     pub fn sql(&self) -> &str {
         &self.sql
     }
@@ -275,6 +306,8 @@ impl SqlBuilder {
             query = match arg {
                 Arg::Text(t) => query.bind(t),
                 Arg::Int(i) => query.bind(i),
+                Arg::OptText(t) => query.bind(t),
+                Arg::OptInt(i) => query.bind(i),
             };
         }
         query
