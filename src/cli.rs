@@ -148,7 +148,12 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     settings.check_safety()?;
-    let store = Store::connect(&settings.database_url(), settings.database_max_connections).await?;
+    let store = Store::connect(
+        &settings.database_url(),
+        settings.database_max_connections,
+        std::time::Duration::from_secs(settings.database_acquire_timeout_secs),
+    )
+    .await?;
     store.migrate().await?;
     Ok(store)
 }

@@ -43,6 +43,25 @@ pub struct Settings {
     pub default_currency: String,
     /// A request still running after this long is answered 408 and dropped.
     pub request_timeout_secs: u64,
+    /// Whether catalog prices include tax (the European way) or have it added.
+    pub prices_include_tax: bool,
+    /// How long checkout holds stock for an order awaiting payment.
+    pub reservation_ttl_secs: u64,
+    /// How often expired reservations are released.
+    pub expiry_sweep_secs: u64,
+    pub cart_ttl_days: u64,
+    pub max_line_quantity: i64,
+    /// Longest wait for a payment provider before the checkout fails with 503.
+    pub payment_timeout_secs: u64,
+    /// Delay before the `test` provider confirms a `tok_async` payment by webhook.
+    pub test_payment_latency_ms: u64,
+    /// Signing secret of the `test` provider's webhooks (generated in the embedded mode).
+    pub test_payment_webhook_secret: Option<String>,
+    /// Base URL at which this shop is reachable (for webhooks it sends itself);
+    /// `http://<listen address>` when absent.
+    pub public_url: Option<String>,
+    /// Longest wait for a database connection before a request fails.
+    pub database_acquire_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -64,6 +83,16 @@ impl Default for Settings {
             log_format: "json".into(),
             default_currency: "EUR".into(),
             request_timeout_secs: 30,
+            prices_include_tax: true,
+            reservation_ttl_secs: 15 * 60,
+            expiry_sweep_secs: 30,
+            cart_ttl_days: 30,
+            max_line_quantity: 100,
+            payment_timeout_secs: 10,
+            test_payment_latency_ms: 200,
+            test_payment_webhook_secret: None,
+            public_url: None,
+            database_acquire_timeout_secs: 10,
         }
     }
 }
@@ -143,6 +172,12 @@ impl Settings {
         if self.refresh_token_ttl_secs == 0 || self.refresh_token_ttl_secs > 365 * 24 * 3600 {
             return Err(ConfigError::Unsafe("MERCATO_REFRESH_TOKEN_TTL_SECS must be between 1 and 31536000 (a year)".into()));
         }
+        if self.reservation_ttl_secs == 0 || self.max_line_quantity < 1 || self.payment_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "MERCATO_RESERVATION_TTL_SECS, MERCATO_MAX_LINE_QUANTITY and MERCATO_PAYMENT_TIMEOUT_SECS must be at least 1"
+                    .into(),
+            ));
+        }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid("MERCATO_REQUEST_TIMEOUT_SECS must be at least 1".into()));
         }
@@ -152,19 +187,27 @@ impl Settings {
     /// The configured secret, or (embedded mode only) one generated once and kept in
     /// `data_dir/jwt_secret` so tokens survive restarts.
     pub fn resolve_jwt_secret(&self) -> anyhow::Result<String> {
-        if let Some(s) = &self.jwt_secret {
-            return Ok(s.clone());
-        }
-        let path = self.data_dir.join("jwt_secret");
-        if let Ok(existing) = std::fs::read_to_string(&path)
-            && existing.trim().len() >= MIN_JWT_SECRET_LEN
-        {
-            return Ok(existing.trim().to_owned());
-        }
-        let secret = crate::auth::tokens::random_token();
-        write_private(&path, &secret)?;
-        Ok(secret)
+        resolve_secret(self.jwt_secret.as_deref(), &self.data_dir.join("jwt_secret"))
     }
+
+    /// The `test` payment provider's webhook secret, configured or kept in `data_dir`.
+    pub fn resolve_test_payment_secret(&self) -> anyhow::Result<String> {
+        resolve_secret(self.test_payment_webhook_secret.as_deref(), &self.data_dir.join("test_payment_secret"))
+    }
+}
+
+fn resolve_secret(configured: Option<&str>, path: &Path) -> anyhow::Result<String> {
+    if let Some(s) = configured {
+        return Ok(s.to_owned());
+    }
+    if let Ok(existing) = std::fs::read_to_string(path)
+        && existing.trim().len() >= MIN_JWT_SECRET_LEN
+    {
+        return Ok(existing.trim().to_owned());
+    }
+    let secret = crate::auth::tokens::random_token();
+    write_private(path, &secret)?;
+    Ok(secret)
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {

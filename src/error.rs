@@ -33,6 +33,16 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("this route does not accept that method")]
     MethodNotAllowed,
+    /// 410: the resource existed but is no longer usable (an expired cart).
+    #[error("{0}")]
+    Gone(&'static str),
+    /// 422 about the request as a whole rather than a field.
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
+    #[error("the payment was declined (order {0})")]
+    PaymentDeclined(String),
+    #[error("the payment provider is unavailable; nothing was charged and the items were released")]
+    PaymentUnavailable,
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("too many requests")]
@@ -77,6 +87,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Gone(code) => (StatusCode::GONE, code),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::PaymentDeclined(_) => (StatusCode::PAYMENT_REQUIRED, "payment_declined"),
+            ApiError::PaymentUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "payment_unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -171,6 +185,12 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Unique("variants_sku_key") => {
                 ApiError::conflict("duplicate_sku", Some("sku"), "this SKU is already in use")
+            }
+            StoreError::Unique("customers_email_key") => {
+                ApiError::conflict("duplicate_email", Some("email"), "an account with this e-mail exists; log in instead")
+            }
+            StoreError::Unique("stock_locations_code_key") => {
+                ApiError::conflict("duplicate_code", Some("code"), "a location with this code exists")
             }
             StoreError::Unique("staff_email_key") => {
                 ApiError::conflict("duplicate_email", Some("email"), "a staff account with this e-mail exists")

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod ops;
+pub mod payments;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

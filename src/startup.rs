@@ -3,7 +3,7 @@
 //! port and that the shop is ready.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,8 +11,13 @@ use tokio::net::TcpListener;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::domain::money::Currency;
+use crate::domain::pricing::TaxMode;
+use crate::domain::signature;
 use crate::http::rate_limit::{InProcessLimiter, RateLimiter};
-use crate::http::{AppState, router};
+use crate::http::{AppState, Shop, router};
+use crate::ops::carts::CartSettings;
+use crate::payments::PaymentProvider;
+use crate::payments::test_provider::TestProvider;
 use crate::store::Store;
 
 pub struct Application {
@@ -24,24 +29,53 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         settings.check_safety()?;
-        let store = Store::connect(&settings.database_url(), settings.database_max_connections).await?;
+        let store = Store::connect(
+            &settings.database_url(),
+            settings.database_max_connections,
+            Duration::from_secs(settings.database_acquire_timeout_secs),
+        )
+        .await?;
         store.migrate().await?;
         Self::build_with_store(settings, store).await
     }
 
     pub async fn build_with_store(settings: &Settings, store: Store) -> anyhow::Result<Self> {
         let secret = settings.resolve_jwt_secret()?;
+        let test_secret = settings.resolve_test_payment_secret()?;
+        let default_currency = Currency::parse(&settings.default_currency)?;
+        let base_url = Arc::new(OnceLock::new());
+        let test_provider =
+            TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url.clone());
+        let providers: Arc<[Arc<dyn PaymentProvider>]> = Arc::from(vec![Arc::new(test_provider) as Arc<dyn PaymentProvider>]);
+        let shop = Shop {
+            carts: CartSettings {
+                max_line_quantity: settings.max_line_quantity,
+                cart_ttl_days: settings.cart_ttl_days as i64,
+                tax_mode: if settings.prices_include_tax { TaxMode::Inclusive } else { TaxMode::Exclusive },
+                default_currency,
+            },
+            reservation_ttl: Duration::from_secs(settings.reservation_ttl_secs),
+            payment_timeout: Duration::from_secs(settings.payment_timeout_secs),
+            // Separate derivations of one secret, so an order token is no signing key.
+            order_secret: signature::keyed_hash(secret.as_bytes(), b"order-access").into_bytes(),
+            test_payment_secret: test_secret.into_bytes(),
+        };
         let state = AppState {
             store: store.clone(),
             tokens: TokenKeys::new(&secret, settings.access_token_ttl_secs, settings.refresh_token_ttl_secs),
-            default_currency: Currency::parse(&settings.default_currency)?,
+            default_currency,
             metrics: crate::metrics::handle()?,
+            shop: Arc::new(shop),
+            providers,
         };
         let limiter = Arc::new(InProcessLimiter::new(settings));
         spawn_limiter_cleanup(limiter.clone());
         let limiter: Arc<dyn RateLimiter> = limiter;
         let router = router(state, settings, limiter);
         let listener = TcpListener::bind(settings.listen_addr()?).await?;
+        let port = listener.local_addr()?.port();
+        let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
+        spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1)));
         Ok(Self { listener, router, store })
     }
 
@@ -68,6 +102,25 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Every `every`: releases the stock of orders whose payment never came, and
+/// forgets idempotency answers older than a day.
+fn spawn_expiry_sweeper(store: Store, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match crate::ops::checkout::expire_due(&store, &crate::store::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(orders = n, "expired unpaid orders and released their stock"),
+                Err(e) => tracing::warn!(error = %e, "releasing expired reservations failed"),
+            }
+            if let Err(e) = store.purge_idempotency_keys().await {
+                tracing::warn!(error = %e, "purging old idempotency keys failed");
+            }
+        }
+    });
 }
 
 fn spawn_limiter_cleanup(limiter: Arc<InProcessLimiter>) {

@@ -30,11 +30,13 @@ pub enum Permission {
     OrdersRefund,
     CustomersRead,
     StaffManage,
+    /// Shipping options, tax rates and other shop-wide settings.
+    SettingsManage,
     AuditRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::CatalogRead,
         Permission::CatalogWrite,
         Permission::InventoryRead,
@@ -44,6 +46,7 @@ impl Permission {
         Permission::OrdersRefund,
         Permission::CustomersRead,
         Permission::StaffManage,
+        Permission::SettingsManage,
         Permission::AuditRead,
     ];
 
@@ -59,6 +62,7 @@ impl Permission {
             Permission::OrdersRefund => "orders:refund",
             Permission::CustomersRead => "customers:read",
             Permission::StaffManage => "staff:manage",
+            Permission::SettingsManage => "settings:manage",
             Permission::AuditRead => "audit:read",
         }
     }

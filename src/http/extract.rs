@@ -95,7 +95,11 @@ pub mod perm {
     markers! {
         CatalogRead => CatalogRead,
         CatalogWrite => CatalogWrite,
+        InventoryRead => InventoryRead,
+        InventoryWrite => InventoryWrite,
+        OrdersRead => OrdersRead,
         StaffManage => StaffManage,
+        SettingsManage => SettingsManage,
         AuditRead => AuditRead,
     }
 }
@@ -174,5 +178,71 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         serde_urlencoded::from_str(query)
             .map(ApiQuery)
             .map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query parameters: {e}")))
+    }
+}
+
+/// A signed-in customer (storefront audience). Staff tokens are refused here.
+pub struct Customer {
+    pub id: Uuid,
+}
+
+impl<S> FromRequestParts<S> for Customer
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer(parts).ok_or(ApiError::Unauthorized("missing_token"))?;
+        customer_from_token(&state, token).await.map(|id| Customer { id })
+    }
+}
+
+async fn customer_from_token(state: &AppState, token: &str) -> Result<Uuid, ApiError> {
+    let claims = state.tokens.verify(Audience::Customer, token).map_err(|e| match e {
+        TokenError::Expired => ApiError::Unauthorized("token_expired"),
+        TokenError::Invalid => ApiError::Unauthorized("invalid_token"),
+    })?;
+    state.store.customer_by_id(claims.sub).await?.map(|c| c.id).ok_or(ApiError::Unauthorized("invalid_token"))
+}
+
+/// Whoever is shopping: a customer (when a bearer token is sent, it must be
+/// valid) and/or the holder of a guest cart token (`X-Cart-Token`).
+pub struct ShopperAuth(pub crate::ops::carts::Shopper);
+
+impl<S> FromRequestParts<S> for ShopperAuth
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let customer_id = match bearer(parts) {
+            Some(token) => Some(customer_from_token(&state, token).await?),
+            None => None,
+        };
+        let cart_token = parts.headers.get("x-cart-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(ShopperAuth(crate::ops::carts::Shopper { customer_id, cart_token }))
+    }
+}
+
+/// Two path ids (`/carts/{id}/items/{item_id}`); anything not a UUID is a 404.
+pub struct PathIds(pub Uuid, pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((a, b)) = axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("resource"))?;
+        match (Uuid::parse_str(&a), Uuid::parse_str(&b)) {
+            (Ok(a), Ok(b)) => Ok(PathIds(a, b)),
+            _ => Err(ApiError::NotFound("resource")),
+        }
     }
 }

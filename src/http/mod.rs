@@ -3,11 +3,17 @@
 //! limits, body limits, CORS, security headers).
 
 pub mod admin_catalog;
+pub mod admin_inventory;
+pub mod admin_settings;
 pub mod admin_staff;
 pub mod cache;
+pub mod carts;
 pub mod catalog;
+pub mod customers;
 pub mod extract;
 pub mod health;
+pub mod orders;
+pub mod payments;
 pub mod rate_limit;
 
 use std::sync::Arc;
@@ -34,6 +40,9 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::domain::money::Currency;
 use crate::error::ApiError;
+use crate::ops::carts::CartSettings;
+use crate::ops::checkout::CheckoutContext;
+use crate::payments::PaymentProvider;
 use crate::store::Store;
 use rate_limit::{LimitState, RateLimiter};
 
@@ -43,6 +52,32 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub default_currency: Currency,
     pub metrics: PrometheusHandle,
+    pub shop: Arc<Shop>,
+    pub providers: Arc<[Arc<dyn PaymentProvider>]>,
+}
+
+/// Shop-wide settings the storefront handlers need.
+pub struct Shop {
+    pub carts: CartSettings,
+    pub reservation_ttl: Duration,
+    pub payment_timeout: Duration,
+    /// Derives guest order access tokens.
+    pub order_secret: Vec<u8>,
+    /// Verifies the `test` provider's webhooks.
+    pub test_payment_secret: Vec<u8>,
+}
+
+impl AppState {
+    pub fn checkout_context(&self) -> CheckoutContext<'_> {
+        CheckoutContext {
+            store: &self.store,
+            providers: &self.providers,
+            carts: self.shop.carts,
+            reservation_ttl: self.shop.reservation_ttl,
+            payment_timeout: self.shop.payment_timeout,
+            secret: &self.shop.order_secret,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -60,6 +95,12 @@ pub struct AppState {
         (name = "admin-auth", description = "Staff sessions"),
         (name = "admin-catalog", description = "Products, variants, categories"),
         (name = "admin-staff", description = "Staff accounts and the audit log"),
+        (name = "admin-inventory", description = "Stock locations, levels, adjustments and the ledger"),
+        (name = "admin-settings", description = "Shipping options and tax rates"),
+        (name = "admin-orders", description = "Orders and their history"),
+        (name = "customers", description = "Customer accounts, addresses and order history"),
+        (name = "carts", description = "Carts, checkout and order lookup"),
+        (name = "payments", description = "Payment provider webhooks"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -72,7 +113,8 @@ impl utoipa::Modify for SecurityAddon {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut bearer = Http::new(HttpAuthScheme::Bearer);
         bearer.bearer_format = Some("JWT".into());
-        components.add_security_scheme("staff_token", SecurityScheme::Http(bearer));
+        components.add_security_scheme("staff_token", SecurityScheme::Http(bearer.clone()));
+        components.add_security_scheme("customer_token", SecurityScheme::Http(bearer));
     }
 }
 
@@ -97,6 +139,30 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_catalog::update_variant))
         .routes(routes!(admin_catalog::list_categories, admin_catalog::create_category))
         .routes(routes!(admin_catalog::update_category, admin_catalog::delete_category))
+        .routes(routes!(admin_inventory::list_locations, admin_inventory::create_location))
+        .routes(routes!(admin_inventory::adjust))
+        .routes(routes!(admin_inventory::low_stock))
+        .routes(routes!(admin_inventory::reconcile))
+        .routes(routes!(admin_inventory::level, admin_inventory::set_threshold))
+        .routes(routes!(admin_settings::list_shipping, admin_settings::create_shipping))
+        .routes(routes!(admin_settings::list_tax, admin_settings::put_tax))
+        .routes(routes!(admin_settings::get_order))
+        .routes(routes!(admin_settings::order_history))
+        .routes(routes!(customers::register))
+        .routes(routes!(customers::login))
+        .routes(routes!(customers::refresh))
+        .routes(routes!(customers::logout))
+        .routes(routes!(customers::me))
+        .routes(routes!(customers::list_addresses, customers::add_address))
+        .routes(routes!(customers::delete_address))
+        .routes(routes!(customers::my_orders))
+        .routes(routes!(carts::create_cart))
+        .routes(routes!(carts::get_cart))
+        .routes(routes!(carts::add_item))
+        .routes(routes!(carts::set_item, carts::remove_item))
+        .routes(routes!(carts::checkout))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(payments::test_webhook))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -12,11 +12,13 @@ use uuid::Uuid;
 
 use crate::domain::catalog::{Image, NewProduct, NewVariant, ProductStatus, Sku, gtin_check_digit};
 use crate::domain::money::{Currency, Money};
+use crate::domain::shipping::{Rate, WeightTier};
 use crate::domain::slug::Slug;
 use crate::domain::variant_matrix::{ProductOption, combinations};
 use crate::store::Store;
 use crate::store::audit::Actor;
 use crate::store::catalog::{Category, NewCategory};
+use crate::store::rates::NewShippingOption;
 
 struct Department {
     name: &'static str,
@@ -130,8 +132,54 @@ pub async fn seed(store: &Store, products: usize, progress: bool) -> anyhow::Res
         }
     }
     bar.finish();
+    store.seed_stock_unaudited().await?;
+    seed_rates(store, &actor).await?;
     store.analyze().await?;
     Ok(DemoReport { categories, products })
+}
+
+/// Tax rates and shipping options for a European demo shop that also ships to
+/// the US, unless the shop already has some.
+async fn seed_rates(store: &Store, actor: &Actor) -> anyhow::Result<()> {
+    if store.tax_rates().await?.is_empty() {
+        for (country, bp, name) in
+            [("DE", 1900, "MwSt."), ("AT", 2000, "USt."), ("FR", 2000, "TVA"), ("NL", 2100, "BTW"), ("US", 0, "none")]
+        {
+            store.put_tax_rate(country, "", bp, name, actor).await?;
+        }
+    }
+    if store.shipping_options().await?.is_empty() {
+        let eu: Vec<String> = ["DE", "AT", "FR", "NL"].map(String::from).to_vec();
+        let options = [
+            NewShippingOption {
+                name: "Standard".into(),
+                currency: "EUR".into(),
+                countries: eu.clone(),
+                rate: Rate::Flat { amount: 495 },
+                free_over: Some(5000),
+            },
+            NewShippingOption {
+                name: "Express".into(),
+                currency: "EUR".into(),
+                countries: eu,
+                rate: Rate::Weight {
+                    tiers: vec![WeightTier { up_to_grams: 2000, amount: 990 }, WeightTier { up_to_grams: 20000, amount: 1990 }],
+                },
+                free_over: None,
+            },
+            NewShippingOption {
+                name: "US Ground".into(),
+                currency: "USD".into(),
+                countries: vec!["US".into()],
+                rate: Rate::Flat { amount: 795 },
+                free_over: Some(10000),
+            },
+        ];
+        for o in &options {
+            store.create_shipping_option(o, actor).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reuses a category with the demo slug, so a seed that stopped half-way (or a

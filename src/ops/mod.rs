@@ -2,7 +2,10 @@
 //! other collaborators; handlers and the CLI call these, never the store directly
 //! for writes.
 
+pub mod carts;
 pub mod catalog;
+pub mod checkout;
+pub mod customers;
 pub mod demo;
 pub mod import;
 pub mod sessions;

@@ -9,7 +9,14 @@
 //! minor units, small structured values are JSON text.
 
 pub mod audit;
+pub mod carts;
 pub mod catalog;
+pub mod customers;
+pub mod idempotency;
+pub mod inventory;
+pub mod orders;
+pub mod payments;
+pub mod rates;
 pub mod rows;
 pub mod staff;
 
@@ -56,6 +63,8 @@ const UNIQUE_KEYS: &[(&str, &str)] = &[
     ("staff_email_key", "staff.email"),
     ("refresh_tokens_hash_key", "refresh_tokens.token_hash"),
     ("variants_options_key", "variants.product_id, variants.options"),
+    ("customers_email_key", "customers.email"),
+    ("stock_locations_code_key", "stock_locations.code"),
 ];
 
 impl StoreError {
@@ -108,10 +117,11 @@ macro_rules! migrations {
 migrations! {
     1 => "0001_catalog_and_staff",
     2 => "0002_catalog_constraints",
+    3 => "0003_customers_inventory_checkout",
 }
 
 impl Store {
-    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+    pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> StoreResult<Self> {
         install_default_drivers();
         let dialect = if url.starts_with("postgres") { Dialect::Postgres } else { Dialect::Sqlite };
         if dialect == Dialect::Sqlite
@@ -121,7 +131,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {

@@ -99,3 +99,100 @@ on_both_databases!(
     concurrent_category_moves_never_make_a_cycle,
     concurrent_writes_to_one_product_queue_up_and_keep_its_matrix,
 );
+
+mod flash_sale {
+    //! Many real concurrent checkouts against the real database, then the invariants.
+
+    use futures_util::future::join_all;
+    use serde_json::json;
+
+    use crate::checkout::{german_rates, stocked_product};
+    use crate::helpers::TestApp;
+
+    async fn a_thousand_buyers_for_a_hundred_units_make_exactly_a_hundred_orders(app: TestApp) {
+        let staff = app.owner_token().await;
+        german_rates(&app, &staff).await;
+        stocked_product(&app, &staff, "Hot Sneaker", &[("HOT-1", 12900, 100)]).await;
+        let mut buyers = Vec::new();
+        for _ in 0..1000 {
+            let guest = app.guest_cart().await;
+            app.add_to_cart(&guest, "HOT-1", 1).await;
+            buyers.push(guest);
+        }
+        let keys: Vec<String> = (0..buyers.len()).map(|i| format!("flash-{i}")).collect();
+        let answers = join_all(buyers.iter().zip(&keys).map(|(g, k)| app.checkout(g, k, "tok_ok"))).await;
+        let created = answers.iter().filter(|a| a.status == 201).count();
+        let sold_out = answers.iter().filter(|a| a.status == 409 && a.body["type"] == "out_of_stock").count();
+        let errors: Vec<_> = answers.iter().filter(|a| a.status.is_server_error()).map(|a| a.body.clone()).collect();
+        assert!(errors.is_empty(), "{} server errors, e.g. {:?}", errors.len(), errors.first());
+        assert_eq!((created, sold_out), (100, 900));
+        assert!(answers.iter().filter(|a| a.status == 201).all(|a| a.body["order"]["status"] == "paid"));
+        let stock = app.stock(&staff, "HOT-1").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(0), Some(0)));
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE status = 'paid'").fetch_one(app.store.pool()).await.unwrap();
+        assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 100);
+        app.assert_ledger_reconciles(&staff).await;
+    }
+
+    async fn carts_sharing_variants_in_any_order_neither_deadlock_nor_oversell(app: TestApp) {
+        let staff = app.owner_token().await;
+        german_rates(&app, &staff).await;
+        stocked_product(&app, &staff, "Pair", &[("PAIR-A", 1000, 20), ("PAIR-B", 1000, 20)]).await;
+        let mut buyers = Vec::new();
+        for i in 0..60 {
+            let guest = app.guest_cart().await;
+            // Half add A then B, half B then A: the lock order must not follow the cart.
+            let (first, second) = if i % 2 == 0 { ("PAIR-A", "PAIR-B") } else { ("PAIR-B", "PAIR-A") };
+            app.add_to_cart(&guest, first, 1).await;
+            app.add_to_cart(&guest, second, 1).await;
+            buyers.push(guest);
+        }
+        // Meanwhile staff correct stock down and up again.
+        let adjustments = (0..20).map(|i| {
+            let delta = if i % 2 == 0 { -1 } else { 1 };
+            app.admin_post(
+                "/v1/admin/inventory/adjustments",
+                &staff,
+                json!({"sku": "PAIR-A", "delta": delta, "reason": "recount"}),
+            )
+        });
+        let keys: Vec<String> = (0..buyers.len()).map(|i| format!("pair-{i}")).collect();
+        let checkouts = join_all(buyers.iter().zip(&keys).map(|(g, k)| app.checkout(g, k, "tok_ok")));
+        let (answers, adjusted) = tokio::join!(checkouts, join_all(adjustments));
+        assert!(answers.iter().chain(adjusted.iter()).all(|a| !a.status.is_server_error()), "server errors");
+        let created = answers.iter().filter(|a| a.status == 201).count();
+        assert!(answers.iter().all(|a| a.status == 201 || a.body["type"] == "out_of_stock"));
+        assert!(adjusted.iter().all(|a| a.status == 201 || a.body["type"] == "insufficient_stock"));
+        let a = app.stock(&staff, "PAIR-A").await;
+        let b = app.stock(&staff, "PAIR-B").await;
+        // Every order took one of each; nothing reserved is left; nothing went negative.
+        assert_eq!(b["on_hand"].as_i64().unwrap(), 20 - created as i64);
+        assert!(created <= 20 && a["on_hand"].as_i64().unwrap() >= 0);
+        assert_eq!((a["reserved"].as_i64(), b["reserved"].as_i64()), (Some(0), Some(0)));
+        let applied: i64 = adjusted.iter().filter(|r| r.status == 201).count() as i64;
+        assert!(applied >= 10, "the increases always apply");
+        app.assert_ledger_reconciles(&staff).await;
+    }
+
+    async fn one_idempotency_key_sent_twice_at_once_places_one_order(app: TestApp) {
+        let staff = app.owner_token().await;
+        german_rates(&app, &staff).await;
+        stocked_product(&app, &staff, "Twin", &[("TWIN-1", 1000, 10)]).await;
+        let guest = app.guest_cart().await;
+        app.add_to_cart(&guest, "TWIN-1", 1).await;
+        let answers = join_all((0..8).map(|_| app.checkout(&guest, "same-key", "tok_ok"))).await;
+        // One runs; the others are told it is running, or replay its answer.
+        assert!(answers.iter().all(|a| a.status == 201 || (a.status == 409 && a.body["type"] == "idempotency_key_in_use")));
+        let orders: std::collections::HashSet<_> =
+            answers.iter().filter(|a| a.status == 201).map(|a| a.body["order"]["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(orders.len(), 1);
+        assert_eq!(app.stock(&staff, "TWIN-1").await["on_hand"], 9);
+    }
+
+    on_both_databases!(
+        a_thousand_buyers_for_a_hundred_units_make_exactly_a_hundred_orders,
+        carts_sharing_variants_in_any_order_neither_deadlock_nor_oversell,
+        one_idempotency_key_sent_twice_at_once_places_one_order,
+    );
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod catalog;
+mod checkout;
 mod cli;
 mod concurrency;
 mod import;

@@ -1,0 +1,420 @@
+//! Checkout: the one request that turns a cart into an order.
+//!
+//! 1. The `Idempotency-Key` is claimed before anything else, so a retry replays the
+//!    first answer and a concurrent duplicate is refused.
+//! 2. The cart is repriced from the catalog and quoted for the address.
+//! 3. One short transaction closes the cart, writes the order, reserves every line
+//!    with a conditional update and links the key to the order.
+//! 4. The payment is started with the provider outside any transaction; its result
+//!    moves the order on (paid: stock committed; declined: stock released).
+//! 5. The answer is stored under the key for 24 hours.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::carts::{self, CartSettings, Destination, ShippingError, Shopper};
+use crate::auth::tokens::hash_refresh_token;
+use crate::domain::address::Address;
+use crate::domain::email::Email;
+use crate::domain::identifiers::{order_number, parse_idempotency_key};
+use crate::domain::order_status::{OrderEvent, OrderStatus};
+use crate::domain::pricing::TaxMode;
+use crate::domain::signature;
+use crate::domain::validation::{FieldError, FieldErrors};
+use crate::error::{ApiError, ApiResult};
+use crate::payments::{PaymentProvider, PaymentRequest, PaymentStart, ProviderError};
+use crate::store::audit::Actor;
+use crate::store::idempotency::Claim;
+use crate::store::orders::{NewOrder, NewOrderLine, Order, Placed};
+use crate::store::{Store, format_time};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentInput {
+    /// `test` (built in).
+    pub provider: String,
+    /// The provider's payment-method token: with `test`, `tok_ok`, `tok_decline` or `tok_async`.
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutInput {
+    pub email: String,
+    pub shipping_address: Address,
+    /// The shipping address when absent.
+    pub billing_address: Option<Address>,
+    /// The cheapest option that ships to the address when absent.
+    pub shipping_option_id: Option<Uuid>,
+    pub payment: PaymentInput,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    pub provider: String,
+    /// `succeeded`, `pending` (confirmation arrives by webhook) or `declined`.
+    pub status: &'static str,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutAnswer {
+    pub order: Order,
+    /// Lets a guest read this order at `GET /v1/orders/{id}` (header `X-Order-Token`).
+    pub order_token: String,
+    pub payment: PaymentView,
+}
+
+pub struct CheckoutContext<'a> {
+    pub store: &'a Store,
+    pub providers: &'a [Arc<dyn PaymentProvider>],
+    pub carts: CartSettings,
+    pub reservation_ttl: Duration,
+    pub payment_timeout: Duration,
+    /// Derives order access tokens.
+    pub secret: &'a [u8],
+}
+
+/// Runs a checkout and answers with the status and JSON body to send (and to
+/// replay for the same key).
+pub async fn checkout(
+    ctx: &CheckoutContext<'_>,
+    cart_id: Uuid,
+    shopper: &Shopper,
+    key: Option<&str>,
+    body: &[u8],
+) -> ApiResult<(StatusCode, String)> {
+    let key = match key {
+        None => {
+            return Err(ApiError::bad_field(
+                "idempotency_key_required",
+                "Idempotency-Key",
+                "checkout needs an Idempotency-Key header",
+            ));
+        }
+        Some(k) => parse_idempotency_key(k).map_err(|e| ApiError::bad_field(e.code, "Idempotency-Key", e.message))?,
+    };
+    // Ownership first: nobody may replay someone else's answer.
+    let cart = carts::authorize(ctx.store, cart_id, shopper).await?;
+    let scope = format!("checkout:{}", cart.id);
+    let claim = ctx.store.claim_idempotency_key(&scope, &key, &request_hash(body)).await?;
+    let resumed = match claim {
+        Claim::Replay { status, body } => return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)),
+        Claim::Mismatch => {
+            return Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                detail: "this Idempotency-Key was used with a different request body".into(),
+            });
+        }
+        Claim::InFlight => {
+            return Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                None,
+                "a request with this Idempotency-Key is still running",
+            ));
+        }
+        Claim::Fresh => None,
+        Claim::Resume { order_id } => order_id,
+    };
+    let result = match resumed {
+        Some(order_id) => pay(ctx, order_id, body).await,
+        None => place_and_pay(ctx, &cart, shopper, &scope, &key, body).await,
+    };
+    match result {
+        Ok((status, answer)) => {
+            ctx.store.finish_idempotency_key(&scope, &key, status.as_u16(), &answer).await?;
+            Ok((status, answer))
+        }
+        Err(ApiError::Internal(e)) => {
+            // Nothing was committed under this key (or a retry resumes from the
+            // order): let a retry with the same key run again.
+            ctx.store.release_idempotency_key(&scope, &key).await?;
+            Err(ApiError::Internal(e))
+        }
+        Err(client_error) => {
+            let response = axum::response::IntoResponse::into_response(client_error);
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.map_err(|e| anyhow::anyhow!(e))?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            ctx.store.finish_idempotency_key(&scope, &key, status.as_u16(), &text).await?;
+            Ok((status, text))
+        }
+    }
+}
+
+/// SHA-256 of the body's canonical JSON (keys sorted), so a client that
+/// re-serialises the same request still matches its key.
+fn request_hash(body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+    signature::hex(&Sha256::digest(if canonical.is_empty() { body } else { canonical.as_bytes() }))
+}
+
+fn order_token(secret: &[u8], order_id: Uuid) -> String {
+    // A keyed hash of the id: reproducible for a replayed answer, unguessable.
+    signature::keyed_hash(secret, order_id.as_bytes())
+}
+
+pub fn order_token_hash(secret: &[u8], order_id: Uuid) -> String {
+    hash_refresh_token(&order_token(secret, order_id))
+}
+
+async fn place_and_pay(
+    ctx: &CheckoutContext<'_>,
+    cart: &crate::store::carts::CartRecord,
+    shopper: &Shopper,
+    scope: &str,
+    key: &str,
+    body: &[u8],
+) -> ApiResult<(StatusCode, String)> {
+    let input: CheckoutInput = crate::http::extract::parse_json(body)?;
+    let mut errors = FieldErrors::new();
+    let email = errors.check("email", Email::parse(&input.email));
+    let shipping_address = input.shipping_address.parse("shipping_address").map_err(|e| errors_extend(&mut errors, e)).ok();
+    let billing_address = match &input.billing_address {
+        Some(b) => b.parse("billing_address").map_err(|e| errors_extend(&mut errors, e)).ok(),
+        None => shipping_address.clone(),
+    };
+    if !ctx.providers.iter().any(|p| p.name() == input.payment.provider) {
+        errors.push("payment.provider", "unknown_provider", "unknown payment provider");
+    }
+    if input.payment.token.is_empty() || input.payment.token.len() > 255 {
+        errors.push("payment.token", "invalid", "a payment token of 1 to 255 characters is required");
+    }
+    let (Some(email), Some(shipping_address), Some(billing_address)) = (email, shipping_address, billing_address) else {
+        return Err(ApiError::Validation(errors.into_vec()));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors.into_vec()));
+    }
+    if cart.status != crate::store::carts::CartStatus::Open {
+        return Err(ApiError::conflict("cart_closed", None, "this cart was checked out or merged"));
+    }
+    if cart.expires_at <= crate::store::now() {
+        return Err(ApiError::Gone("cart_expired"));
+    }
+    let destination = Destination { country: Some(shipping_address.country.clone()), region: shipping_address.region.clone() };
+    let (priced, shipping_error) = carts::price(ctx.store, cart, &destination, input.shipping_option_id, &ctx.carts).await?;
+    match shipping_error {
+        None => {}
+        Some(ShippingError::UnknownOption) => {
+            return Err(ApiError::invalid_field("shipping_option_id", "unknown_shipping_option", "no such shipping option"));
+        }
+        Some(ShippingError::DoesNotShip) => {
+            return Err(ApiError::invalid_field(
+                "shipping_option_id",
+                "does_not_ship",
+                "this option does not ship this parcel to the address",
+            ));
+        }
+        Some(ShippingError::NoOption) => {
+            return Err(ApiError::invalid_field(
+                "shipping_address.country",
+                "no_shipping",
+                "no shipping option ships this parcel there",
+            ));
+        }
+    }
+    if priced.lines.is_empty() {
+        return Err(ApiError::conflict("cart_empty", None, "the cart has no items"));
+    }
+    let unbuyable: Vec<FieldError> = priced
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, _, p))| matches!(p, Some("unavailable" | "no_price")))
+        .map(|(i, (l, _, p))| FieldError {
+            field: format!("items[{i}]"),
+            code: p.unwrap_or("unavailable").into(),
+            message: format!("{} cannot be bought now; remove it from the cart", l.sku),
+        })
+        .collect();
+    if !unbuyable.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "cart_has_unavailable_items",
+            detail: "some items are no longer for sale".into(),
+            errors: unbuyable,
+        });
+    }
+    let order_id = Uuid::now_v7();
+    let reserved_until = format_time(time::OffsetDateTime::now_utc() + ctx.reservation_ttl);
+    let lines: Vec<NewOrderLine> = priced
+        .lines
+        .iter()
+        .zip(&priced.totals.lines)
+        .map(|((l, _, _), t)| NewOrderLine {
+            variant_id: l.variant_id,
+            sku: l.sku.clone(),
+            title: l.title.clone(),
+            options: l.options.clone(),
+            quantity: l.quantity,
+            unit_price: t.unit_price,
+            line_total: t.line_total,
+            tax: t.tax,
+        })
+        .collect();
+    let new_order = NewOrder {
+        id: order_id,
+        number: order_number(order_id),
+        cart_id: cart.id,
+        customer_id: cart.customer_id.or(shopper.customer_id),
+        email: email.as_str().to_owned(),
+        currency: cart.currency.clone(),
+        tax_mode: match ctx.carts.tax_mode {
+            TaxMode::Inclusive => "inclusive",
+            TaxMode::Exclusive => "exclusive",
+        },
+        subtotal: priced.totals.subtotal,
+        shipping_total: priced.totals.shipping,
+        tax_total: priced.totals.tax,
+        grand_total: priced.totals.grand_total,
+        shipping_option_id: priced.shipping_option_id,
+        shipping_address,
+        billing_address,
+        access_token_hash: order_token_hash(ctx.secret, order_id),
+        reserved_until,
+        lines,
+    };
+    let actor = shopper_actor(shopper);
+    match ctx.store.place_order(&new_order, (scope, key), &actor).await? {
+        Placed::Order => pay(ctx, order_id, body).await,
+        Placed::CartClosed => Err(ApiError::conflict("cart_closed", None, "this cart was checked out by another request")),
+        Placed::OutOfStock(shortages) => {
+            let errors = shortages
+                .iter()
+                .map(|s| {
+                    let (i, sku) = new_order
+                        .lines
+                        .iter()
+                        .enumerate()
+                        .find(|(_, l)| l.variant_id == s.variant_id)
+                        .map(|(i, l)| (i, l.sku.clone()))
+                        .unwrap_or((0, String::new()));
+                    FieldError {
+                        field: format!("items[{i}]"),
+                        code: "out_of_stock".into(),
+                        message: format!("{sku}: {} requested, {} available", s.requested, s.available.max(0)),
+                    }
+                })
+                .collect();
+            Err(ApiError::Conflict {
+                code: "out_of_stock",
+                detail: "some items are not in stock in the quantity asked".into(),
+                errors,
+            })
+        }
+    }
+}
+
+fn errors_extend(errors: &mut FieldErrors, more: Vec<FieldError>) {
+    for e in more {
+        errors.push(e.field, &e.code, e.message);
+    }
+}
+
+fn shopper_actor(shopper: &Shopper) -> Actor {
+    Actor { kind: if shopper.customer_id.is_some() { "customer" } else { "guest" }, id: shopper.customer_id, request_id: None }
+}
+
+/// Starts (or, when resuming, restarts with the same provider key) the payment
+/// of a placed order and moves the order on according to the result.
+async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResult<(StatusCode, String)> {
+    let input: CheckoutInput = crate::http::extract::parse_json(body)?;
+    let order = ctx.store.order(order_id).await?.ok_or(ApiError::NotFound("order"))?;
+    let provider = ctx
+        .providers
+        .iter()
+        .find(|p| p.name() == input.payment.provider)
+        .ok_or_else(|| ApiError::invalid_field("payment.provider", "unknown_provider", "unknown payment provider"))?;
+    let system = Actor { kind: "provider", id: None, request_id: None };
+    if order.status != OrderStatus::PendingPayment {
+        // Settled meanwhile (a resumed request whose first attempt got further).
+        return answer(ctx, &order, provider.name(), None);
+    }
+    ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
+    let request = PaymentRequest {
+        order_id: order.id,
+        amount: order.grand_total,
+        currency: order.currency.clone(),
+        token: input.payment.token,
+    };
+    let started = match tokio::time::timeout(ctx.payment_timeout, provider.start(&request)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProviderError::Unavailable("timed out".into())),
+    };
+    let (event, status, reference, reason) = match started {
+        Ok(PaymentStart::Succeeded { reference }) => {
+            (Some(OrderEvent::PaymentSucceeded), "succeeded", Some(reference), "payment succeeded".to_owned())
+        }
+        Ok(PaymentStart::Pending { reference }) => (None, "pending", Some(reference), String::new()),
+        Ok(PaymentStart::Declined { reference, reason }) => {
+            (Some(OrderEvent::PaymentFailed), "declined", Some(reference), reason)
+        }
+        Err(ProviderError::InvalidToken) => {
+            (Some(OrderEvent::PaymentFailed), "declined", None, "invalid payment token".to_owned())
+        }
+        Err(ProviderError::Unavailable(why)) => {
+            tracing::warn!(order.id = %order.id, error = %why, "payment provider unavailable");
+            ctx.store.set_payment_status(order.id, "failed", None).await?;
+            ctx.store
+                .apply_order_event(order.id, OrderEvent::PaymentFailed, &system, "provider unavailable")
+                .await
+                .map_err(order_error)?;
+            return Err(ApiError::PaymentUnavailable);
+        }
+    };
+    ctx.store.set_payment_status(order.id, status, reference.as_deref()).await?;
+    let order = match event {
+        Some(e) => ctx.store.apply_order_event(order.id, e, &system, &reason).await.map_err(order_error)?,
+        None => order,
+    };
+    if status == "declined" {
+        return Err(ApiError::PaymentDeclined(order.number));
+    }
+    answer(ctx, &order, provider.name(), Some((status, reference)))
+}
+
+fn answer(
+    ctx: &CheckoutContext<'_>,
+    order: &Order,
+    provider: &str,
+    payment: Option<(&'static str, Option<String>)>,
+) -> ApiResult<(StatusCode, String)> {
+    let (status, reference) = payment.unwrap_or(match order.status {
+        OrderStatus::Paid => ("succeeded", None),
+        OrderStatus::PendingPayment => ("pending", None),
+        _ => ("declined", None),
+    });
+    let body = CheckoutAnswer {
+        order: order.clone(),
+        order_token: order_token(ctx.secret, order.id),
+        payment: PaymentView { provider: provider.to_owned(), status, reference },
+    };
+    Ok((StatusCode::CREATED, serde_json::to_string(&body).map_err(anyhow::Error::from)?))
+}
+
+pub fn order_error(e: crate::store::orders::OrderError) -> ApiError {
+    match e {
+        crate::store::orders::OrderError::Transition(t) => ApiError::conflict("invalid_transition", None, t.to_string()),
+        crate::store::orders::OrderError::Store(s) => s.into(),
+    }
+}
+
+/// Releases the stock of orders whose reservation ran out before payment.
+pub async fn expire_due(store: &Store, now: &str) -> anyhow::Result<usize> {
+    let system = Actor { kind: "system", id: None, request_id: None };
+    let mut expired = 0;
+    for order_id in store.orders_due_for_expiry(now, 500).await? {
+        match store.apply_order_event(order_id, OrderEvent::ReservationExpired, &system, "reservation expired").await {
+            Ok(_) => expired += 1,
+            // Paid or cancelled in the meantime: nothing to release.
+            Err(crate::store::orders::OrderError::Transition(_)) => {}
+            Err(crate::store::orders::OrderError::Store(e)) => return Err(e.into()),
+        }
+    }
+    Ok(expired)
+}

@@ -1,0 +1,313 @@
+//! Carts and their lines. A cart stores only what the shopper chose (variant and
+//! quantity); every price is read from the catalog whenever the cart is shown or
+//! checked out, never stored from the client.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::rows::{id, int, json, opt_id, opt_int, opt_text, text};
+use super::{Store, StoreError, StoreResult, new_id, now};
+use crate::domain::catalog::ProductStatus;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CartStatus {
+    Open,
+    CheckedOut,
+    Merged,
+}
+
+#[derive(Debug, Clone)]
+pub struct CartRecord {
+    pub id: Uuid,
+    pub customer_id: Option<Uuid>,
+    pub token_hash: Option<String>,
+    pub currency: String,
+    pub status: CartStatus,
+    pub expires_at: String,
+}
+
+/// A cart line with what the catalog says about it now.
+#[derive(Debug, Clone)]
+pub struct CartLine {
+    pub id: Uuid,
+    pub variant_id: Uuid,
+    pub quantity: i64,
+    pub sku: String,
+    pub title: String,
+    pub product_id: Uuid,
+    pub product_status: ProductStatus,
+    pub options: BTreeMap<String, String>,
+    /// Price in the cart's currency; `None` when the variant has none.
+    pub unit_price: Option<i64>,
+    pub weight_grams: i64,
+}
+
+/// A variant as a cart sees it when adding it.
+pub struct Purchasable {
+    pub variant_id: Uuid,
+    pub product_status: ProductStatus,
+}
+
+fn cart_row(r: &sqlx::any::AnyRow) -> StoreResult<CartRecord> {
+    let status = match text(r, "status")?.as_str() {
+        "open" => CartStatus::Open,
+        "checked_out" => CartStatus::CheckedOut,
+        "merged" => CartStatus::Merged,
+        other => return Err(StoreError::Corrupt(format!("cart status {other}"))),
+    };
+    Ok(CartRecord {
+        id: id(r, "id")?,
+        customer_id: opt_id(r, "customer_id")?,
+        token_hash: opt_text(r, "token_hash")?,
+        currency: text(r, "currency")?,
+        status,
+        expires_at: text(r, "expires_at")?,
+    })
+}
+
+const SELECT_CART: &str = "SELECT id, customer_id, token_hash, currency, status, expires_at FROM carts";
+
+impl Store {
+    pub async fn create_cart(
+        &self,
+        customer_id: Option<Uuid>,
+        token_hash: Option<&str>,
+        currency: &str,
+        expires_at: &str,
+    ) -> StoreResult<CartRecord> {
+        let cart_id = new_id();
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO carts (id, customer_id, token_hash, currency, status, created_at, updated_at, expires_at)
+             VALUES ($1, $2, $3, $4, 'open', $5, $5, $6)",
+        )
+        .bind(cart_id.to_string())
+        .bind(customer_id.map(|c| c.to_string()))
+        .bind(token_hash)
+        .bind(currency)
+        .bind(ts.as_str())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(CartRecord {
+            id: cart_id,
+            customer_id,
+            token_hash: token_hash.map(str::to_owned),
+            currency: currency.to_owned(),
+            status: CartStatus::Open,
+            expires_at: expires_at.to_owned(),
+        })
+    }
+
+    pub async fn cart(&self, cart_id: Uuid) -> StoreResult<Option<CartRecord>> {
+        let mut q = super::SqlBuilder::new(SELECT_CART);
+        q.push(" WHERE id = ").bind(cart_id.to_string());
+        q.build().fetch_optional(&self.pool).await?.as_ref().map(cart_row).transpose()
+    }
+
+    /// The customer's newest open cart.
+    pub async fn open_cart_of(&self, customer_id: Uuid) -> StoreResult<Option<CartRecord>> {
+        let mut q = super::SqlBuilder::new(SELECT_CART);
+        q.push(" WHERE customer_id = ").bind(customer_id.to_string()).push(" AND status = 'open' ORDER BY id DESC LIMIT 1");
+        q.build().fetch_optional(&self.pool).await?.as_ref().map(cart_row).transpose()
+    }
+
+    pub async fn cart_lines(&self, cart: &CartRecord) -> StoreResult<Vec<CartLine>> {
+        let rows = sqlx::query(
+            "SELECT ci.id, ci.variant_id, ci.quantity, v.sku, v.options, v.weight_grams, p.id AS product_id, p.title, p.status,
+                    vp.amount_minor
+             FROM cart_items ci
+             JOIN variants v ON v.id = ci.variant_id
+             JOIN products p ON p.id = v.product_id
+             LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = $2
+             WHERE ci.cart_id = $1
+             ORDER BY ci.id",
+        )
+        .bind(cart.id.to_string())
+        .bind(cart.currency.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status = text(r, "status")?;
+                Ok(CartLine {
+                    id: id(r, "id")?,
+                    variant_id: id(r, "variant_id")?,
+                    quantity: int(r, "quantity")?,
+                    sku: text(r, "sku")?,
+                    title: text(r, "title")?,
+                    product_id: id(r, "product_id")?,
+                    product_status: ProductStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("product status {status}")))?,
+                    options: json(r, "options")?,
+                    unit_price: opt_int(r, "amount_minor")?,
+                    weight_grams: opt_int(r, "weight_grams")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// A variant by id or SKU, with its product's status.
+    pub async fn purchasable(&self, variant_id: Option<Uuid>, sku: Option<&str>) -> StoreResult<Option<Purchasable>> {
+        let row = sqlx::query(
+            "SELECT v.id, p.status FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id = $1 OR v.sku = $2",
+        )
+        .bind(variant_id.map(|v| v.to_string()))
+        .bind(sku)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let status = text(&r, "status")?;
+            Ok(Purchasable {
+                variant_id: id(&r, "id")?,
+                product_status: ProductStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("product status {status}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Adds `quantity` of a variant (to an existing line if there is one). Returns
+    /// the new line quantity, or `Err(current)` when it would exceed `max`.
+    pub async fn add_cart_item(&self, cart_id: Uuid, variant_id: Uuid, quantity: i64, max: i64) -> StoreResult<Result<i64, i64>> {
+        let mut tx = self.begin().await?;
+        let existing = sqlx::query("SELECT quantity FROM cart_items WHERE cart_id = $1 AND variant_id = $2")
+            .bind(cart_id.to_string())
+            .bind(variant_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| int(&r, "quantity"))
+            .transpose()?;
+        let current = existing.unwrap_or(0);
+        let total = current + quantity;
+        if total > max {
+            return Ok(Err(current));
+        }
+        if existing.is_some() {
+            sqlx::query("UPDATE cart_items SET quantity = $1 WHERE cart_id = $2 AND variant_id = $3")
+                .bind(total)
+                .bind(cart_id.to_string())
+                .bind(variant_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("INSERT INTO cart_items (id, cart_id, variant_id, quantity, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(new_id().to_string())
+                .bind(cart_id.to_string())
+                .bind(variant_id.to_string())
+                .bind(total)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from_db)?;
+        }
+        touch(&mut tx, cart_id).await?;
+        tx.commit().await?;
+        Ok(Ok(total))
+    }
+
+    /// Sets a line's quantity; false when the line is not in this cart.
+    pub async fn set_cart_item(&self, cart_id: Uuid, item_id: Uuid, quantity: i64) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE cart_items SET quantity = $1 WHERE id = $2 AND cart_id = $3")
+            .bind(quantity)
+            .bind(item_id.to_string())
+            .bind(cart_id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        touch(&mut tx, cart_id).await?;
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    pub async fn remove_cart_item(&self, cart_id: Uuid, item_id: Uuid) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2")
+            .bind(item_id.to_string())
+            .bind(cart_id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        touch(&mut tx, cart_id).await?;
+        tx.commit().await?;
+        Ok(done == 1)
+    }
+
+    /// Moves a guest cart's lines into the customer's open cart (quantities add up
+    /// to `max` per line), or hands the guest cart to the customer when they have
+    /// none. Returns the customer's cart id.
+    pub async fn merge_guest_cart(&self, guest: Uuid, customer_id: Uuid, max: i64) -> StoreResult<Uuid> {
+        let mut tx = self.begin().await?;
+        let target = sqlx::query("SELECT id FROM carts WHERE customer_id = $1 AND status = 'open' ORDER BY id DESC LIMIT 1")
+            .bind(customer_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| id(&r, "id"))
+            .transpose()?;
+        let Some(target) = target.filter(|t| *t != guest) else {
+            sqlx::query("UPDATE carts SET customer_id = $1, token_hash = NULL, updated_at = $2 WHERE id = $3")
+                .bind(customer_id.to_string())
+                .bind(now())
+                .bind(guest.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(guest);
+        };
+        let lines = sqlx::query("SELECT variant_id, quantity FROM cart_items WHERE cart_id = $1")
+            .bind(guest.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        for l in &lines {
+            let (variant, quantity) = (text(l, "variant_id")?, int(l, "quantity")?);
+            let existing = sqlx::query("SELECT quantity FROM cart_items WHERE cart_id = $1 AND variant_id = $2")
+                .bind(target.to_string())
+                .bind(variant.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| int(&r, "quantity"))
+                .transpose()?;
+            match existing {
+                Some(q) => {
+                    sqlx::query("UPDATE cart_items SET quantity = $1 WHERE cart_id = $2 AND variant_id = $3")
+                        .bind((q + quantity).min(max))
+                        .bind(target.to_string())
+                        .bind(variant.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO cart_items (id, cart_id, variant_id, quantity, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(new_id().to_string())
+                    .bind(target.to_string())
+                    .bind(variant.as_str())
+                    .bind(quantity.min(max))
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        sqlx::query("UPDATE carts SET status = 'merged', updated_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(guest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        touch(&mut tx, target).await?;
+        tx.commit().await?;
+        Ok(target)
+    }
+}
+
+async fn touch(tx: &mut super::Tx, cart_id: Uuid) -> StoreResult<()> {
+    sqlx::query("UPDATE carts SET updated_at = $1 WHERE id = $2")
+        .bind(now())
+        .bind(cart_id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `Idempotency-Key` records. A key is claimed (inserted) before any work starts;
+//! the answer is stored when the work ends. The primary key on `(scope, idem_key)`
+//! is what makes two concurrent requests with one key see one winner.
+
+use uuid::Uuid;
+
+use super::rows::{opt_id, opt_int, opt_text, text};
+use super::{Store, StoreResult, format_time, now};
+
+/// How long a running request holds its key before another may take it over
+/// (a crashed instance must not block the key for its whole lifetime).
+pub const LEASE_SECS: i64 = 60;
+/// How long answers are kept for replay.
+pub const KEEP_SECS: i64 = 24 * 3600;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: go ahead.
+    Fresh,
+    /// Done before: answer this again.
+    Replay { status: u16, body: String },
+    /// Same key, different request.
+    Mismatch,
+    /// Another request with this key is running now.
+    InFlight,
+    /// A request with this key died after placing `order_id`: continue from there.
+    Resume { order_id: Option<Uuid> },
+}
+
+fn later(secs: i64) -> String {
+    format_time(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
+}
+
+impl Store {
+    pub async fn claim_idempotency_key(&self, scope: &str, key: &str, request_hash: &str) -> StoreResult<Claim> {
+        let ts = now();
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until, created_at, expires_at)
+             VALUES ($1, $2, $3, 'running', $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .bind(later(LEASE_SECS))
+        .bind(ts.as_str())
+        .bind(later(KEEP_SECS))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::Fresh);
+        }
+        let Some(row) = sqlx::query(
+            "SELECT request_hash, state, order_id, response_status, response_body, locked_until
+             FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            // Purged between the insert and the read: a fresh start is correct.
+            return Box::pin(self.claim_idempotency_key(scope, key, request_hash)).await;
+        };
+        if text(&row, "request_hash")? != request_hash {
+            return Ok(Claim::Mismatch);
+        }
+        if text(&row, "state")? == "done" {
+            return Ok(Claim::Replay {
+                status: opt_int(&row, "response_status")?.unwrap_or(500) as u16,
+                body: opt_text(&row, "response_body")?.unwrap_or_default(),
+            });
+        }
+        let locked_until = text(&row, "locked_until")?;
+        if locked_until > ts {
+            return Ok(Claim::InFlight);
+        }
+        // The holder's lease ran out: take the key over, unless someone else just did.
+        let taken = sqlx::query(
+            "UPDATE idempotency_keys SET locked_until = $1 WHERE scope = $2 AND idem_key = $3 AND state = 'running' AND locked_until = $4",
+        )
+        .bind(later(LEASE_SECS))
+        .bind(scope)
+        .bind(key)
+        .bind(locked_until.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if taken == 0 {
+            return Ok(Claim::InFlight);
+        }
+        Ok(Claim::Resume { order_id: opt_id(&row, "order_id")? })
+    }
+
+    /// Stores the final answer for replay.
+    pub async fn finish_idempotency_key(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_body = $2 WHERE scope = $3 AND idem_key = $4",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(scope)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a key whose request failed before changing anything (a server
+    /// error), so the client's retry with the same key runs again.
+    pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND state = 'running' AND order_id IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes answers older than their 24 hours.
+    pub async fn purge_idempotency_keys(&self) -> StoreResult<u64> {
+        Ok(sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < $1")
+            .bind(now())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}

@@ -1,0 +1,449 @@
+//! Orders: placing one (stock reserved, order, lines, first history row, outbox
+//! event and idempotency link in one transaction) and moving it through its
+//! states (each change a compare-and-set on the status plus a history row).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::audit::Actor;
+use super::inventory::{self, Shortage};
+use super::rows::{id, int, json, opt_id, opt_text, text, to_json};
+use super::{SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
+use crate::domain::address::Address;
+use crate::domain::order_status::{OrderEvent, OrderStatus, TransitionError, transition};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderLine {
+    pub id: Uuid,
+    pub variant_id: Uuid,
+    pub sku: String,
+    pub title: String,
+    pub options: BTreeMap<String, String>,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub line_total: i64,
+    pub tax: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    /// Short human-readable number, e.g. `M-7K3P9QX2B4TD`.
+    pub number: String,
+    pub status: OrderStatus,
+    pub customer_id: Option<Uuid>,
+    pub email: String,
+    pub currency: String,
+    /// `inclusive` or `exclusive`: whether line prices contain the tax.
+    pub tax_mode: String,
+    pub subtotal: i64,
+    pub shipping_total: i64,
+    pub tax_total: i64,
+    pub grand_total: i64,
+    pub shipping_option_id: Option<Uuid>,
+    pub shipping_address: Address,
+    pub billing_address: Address,
+    /// Until when the stock is held for payment.
+    pub reserved_until: String,
+    pub lines: Vec<OrderLine>,
+    pub created_at: String,
+}
+
+pub struct NewOrderLine {
+    pub variant_id: Uuid,
+    pub sku: String,
+    pub title: String,
+    pub options: BTreeMap<String, String>,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub line_total: i64,
+    pub tax: i64,
+}
+
+pub struct NewOrder {
+    pub id: Uuid,
+    pub number: String,
+    pub cart_id: Uuid,
+    pub customer_id: Option<Uuid>,
+    pub email: String,
+    pub currency: String,
+    pub tax_mode: &'static str,
+    pub subtotal: i64,
+    pub shipping_total: i64,
+    pub tax_total: i64,
+    pub grand_total: i64,
+    pub shipping_option_id: Option<Uuid>,
+    pub shipping_address: Address,
+    pub billing_address: Address,
+    pub access_token_hash: String,
+    pub reserved_until: String,
+    pub lines: Vec<NewOrderLine>,
+}
+
+/// A provider event as received, for the inbox.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxEntry<'a> {
+    pub provider: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub payload: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The event was applied before.
+    Duplicate,
+}
+
+pub enum Placed {
+    Order,
+    OutOfStock(Vec<Shortage>),
+    /// The cart was checked out by another request meanwhile.
+    CartClosed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for OrderError {
+    fn from(e: sqlx::Error) -> Self {
+        OrderError::Store(StoreError::from_db(e))
+    }
+}
+
+const SELECT_ORDER: &str = "SELECT id, number, status, customer_id, email, currency, tax_mode, subtotal, shipping_total, tax_total,
+    grand_total, shipping_option_id, shipping_address, billing_address, reserved_until, created_at, access_token_hash FROM orders";
+
+async fn insert_outbox(tx: &mut Tx, topic: &str, payload: serde_json::Value) -> StoreResult<()> {
+    sqlx::query("INSERT INTO outbox (id, topic, payload, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(new_id().to_string())
+        .bind(topic)
+        .bind(payload.to_string())
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn record_event(
+    tx: &mut Tx,
+    order_id: Uuid,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    actor: &Actor,
+    reason: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO order_events (id, order_id, from_status, to_status, actor_type, actor_id, reason, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(new_id().to_string())
+    .bind(order_id.to_string())
+    .bind(from.map(|s| s.as_str()))
+    .bind(to.as_str())
+    .bind(actor.kind)
+    .bind(actor.id.map(|i| i.to_string()))
+    .bind(reason)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The synchronous part of checkout, as one short transaction: close the cart,
+    /// write the order and its lines, reserve every line, write the first history
+    /// row, the `order.placed` outbox event and the idempotency record's link to
+    /// the order. A shortage rolls everything back.
+    pub async fn place_order(&self, o: &NewOrder, idempotency: (&str, &str), actor: &Actor) -> StoreResult<Placed> {
+        let mut tx = self.begin().await?;
+        let closed = sqlx::query("UPDATE carts SET status = 'checked_out', updated_at = $1 WHERE id = $2 AND status = 'open'")
+            .bind(now())
+            .bind(o.cart_id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if closed == 0 {
+            return Ok(Placed::CartClosed);
+        }
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO orders (id, number, customer_id, cart_id, email, status, currency, tax_mode, subtotal, shipping_total,
+                tax_total, grand_total, shipping_option_id, shipping_address, billing_address, access_token_hash, reserved_until,
+                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+        )
+        .bind(o.id.to_string())
+        .bind(o.number.as_str())
+        .bind(o.customer_id.map(|c| c.to_string()))
+        .bind(o.cart_id.to_string())
+        .bind(o.email.as_str())
+        .bind(OrderStatus::PendingPayment.as_str())
+        .bind(o.currency.as_str())
+        .bind(o.tax_mode)
+        .bind(o.subtotal)
+        .bind(o.shipping_total)
+        .bind(o.tax_total)
+        .bind(o.grand_total)
+        .bind(o.shipping_option_id.map(|s| s.to_string()))
+        .bind(to_json(&o.shipping_address))
+        .bind(to_json(&o.billing_address))
+        .bind(o.access_token_hash.as_str())
+        .bind(o.reserved_until.as_str())
+        .bind(ts.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_db)?;
+        for l in &o.lines {
+            sqlx::query(
+                "INSERT INTO order_lines (id, order_id, variant_id, sku, title, options, quantity, unit_price, line_total, tax)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(new_id().to_string())
+            .bind(o.id.to_string())
+            .bind(l.variant_id.to_string())
+            .bind(l.sku.as_str())
+            .bind(l.title.as_str())
+            .bind(to_json(&l.options))
+            .bind(l.quantity)
+            .bind(l.unit_price)
+            .bind(l.line_total)
+            .bind(l.tax)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Stock rows are the contended ones: lock them last, so they are held only
+        // for the rest of this short transaction.
+        let lines: Vec<(Uuid, i64)> = o.lines.iter().map(|l| (l.variant_id, l.quantity)).collect();
+        let shortages = inventory::reserve(&mut tx, o.id, &lines, &o.reserved_until, actor).await?;
+        if !shortages.is_empty() {
+            tx.rollback().await?;
+            return Ok(Placed::OutOfStock(shortages));
+        }
+        record_event(&mut tx, o.id, None, OrderStatus::PendingPayment, actor, "checkout").await?;
+        insert_outbox(&mut tx, "order.placed", serde_json::json!({"order_id": o.id, "number": o.number})).await?;
+        sqlx::query("UPDATE idempotency_keys SET order_id = $1 WHERE scope = $2 AND idem_key = $3")
+            .bind(o.id.to_string())
+            .bind(idempotency.0)
+            .bind(idempotency.1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Placed::Order)
+    }
+
+    pub async fn order(&self, order_id: Uuid) -> StoreResult<Option<Order>> {
+        Ok(self.order_with_token_hash(order_id).await?.map(|(o, _)| o))
+    }
+
+    /// The order and the hash of its guest access token.
+    pub async fn order_with_token_hash(&self, order_id: Uuid) -> StoreResult<Option<(Order, String)>> {
+        let mut q = SqlBuilder::new(SELECT_ORDER);
+        q.push(" WHERE id = ").bind(order_id.to_string());
+        let Some(r) = q.build().fetch_optional(&self.pool).await? else { return Ok(None) };
+        let lines = sqlx::query(
+            "SELECT id, variant_id, sku, title, options, quantity, unit_price, line_total, tax FROM order_lines WHERE order_id = $1 ORDER BY sku",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|l| {
+            Ok(OrderLine {
+                id: id(l, "id")?,
+                variant_id: id(l, "variant_id")?,
+                sku: text(l, "sku")?,
+                title: text(l, "title")?,
+                options: json(l, "options")?,
+                quantity: int(l, "quantity")?,
+                unit_price: int(l, "unit_price")?,
+                line_total: int(l, "line_total")?,
+                tax: int(l, "tax")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some((order_row(&r, lines)?, text(&r, "access_token_hash")?)))
+    }
+
+    /// A customer's orders, newest first, keyset-paged by id.
+    pub async fn orders_of_customer(&self, customer_id: Uuid, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<Order>> {
+        let mut q = SqlBuilder::new("SELECT id FROM orders WHERE customer_id = ");
+        q.bind(customer_id.to_string());
+        if let Some(b) = before {
+            q.push(" AND id < ").bind(b.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").bind(limit);
+        let ids = q.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for r in &ids {
+            if let Some(o) = self.order(id(r, "id")?).await? {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a named event to an order. The status update is a compare-and-set,
+    /// so of two concurrent events only one applies; the loser sees the new status
+    /// and is judged against it. Leaving `pending_payment` settles the reservations:
+    /// committed when paid, released otherwise (and the cart reopens after a failed
+    /// payment, so the shopper can try again).
+    pub async fn apply_order_event(
+        &self,
+        order_id: Uuid,
+        event: OrderEvent,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<Order, OrderError> {
+        // Without an inbox entry there is nothing to be a duplicate of.
+        self.apply_event(order_id, event, actor, reason, None).await?;
+        Ok(self.order(order_id).await?.ok_or(StoreError::NotFound("order"))?)
+    }
+
+    /// Applies a provider's event exactly once: the event id goes into the inbox in
+    /// the same transaction as its effect, so a redelivery is a no-op.
+    pub async fn apply_provider_event(
+        &self,
+        order_id: Uuid,
+        event: OrderEvent,
+        actor: &Actor,
+        inbox: InboxEntry<'_>,
+    ) -> Result<Applied, OrderError> {
+        self.apply_event(order_id, event, actor, inbox.event_type, Some(inbox)).await
+    }
+
+    async fn apply_event(
+        &self,
+        order_id: Uuid,
+        event: OrderEvent,
+        actor: &Actor,
+        reason: &str,
+        inbox: Option<InboxEntry<'_>>,
+    ) -> Result<Applied, OrderError> {
+        let mut tx = self.begin().await?;
+        if let Some(e) = inbox {
+            let fresh = sqlx::query(
+                "INSERT INTO webhook_inbox (provider, event_id, event_type, payload, received_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (provider, event_id) DO NOTHING",
+            )
+            .bind(e.provider)
+            .bind(e.event_id)
+            .bind(e.event_type)
+            .bind(e.payload)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                return Ok(Applied::Duplicate);
+            }
+        }
+        if self.dialect == super::Dialect::Postgres {
+            sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE").bind(order_id.to_string()).execute(&mut *tx).await?;
+        }
+        let row = sqlx::query("SELECT status, cart_id FROM orders WHERE id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("order"))?;
+        let status_text = text(&row, "status")?;
+        let from = OrderStatus::parse(&status_text).ok_or_else(|| StoreError::Corrupt(format!("order status {status_text}")))?;
+        let to = transition(from, event)?;
+        sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(to.as_str())
+            .bind(now())
+            .bind(order_id.to_string())
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if from.holds_reservation() && !to.holds_reservation() {
+            inventory::settle_reservations(&mut tx, order_id, to == OrderStatus::Paid, to.as_str(), actor).await?;
+        }
+        if to == OrderStatus::PaymentFailed {
+            sqlx::query("UPDATE carts SET status = 'open', updated_at = $1 WHERE id = $2 AND status = 'checked_out'")
+                .bind(now())
+                .bind(text(&row, "cart_id")?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        record_event(&mut tx, order_id, Some(from), to, actor, reason).await?;
+        insert_outbox(&mut tx, &format!("order.{}", to.as_str()), serde_json::json!({"order_id": order_id})).await?;
+        tx.commit().await?;
+        Ok(Applied::Done)
+    }
+
+    /// Orders still waiting for payment whose reservation ran out before `now`.
+    pub async fn orders_due_for_expiry(&self, now: &str, limit: i64) -> StoreResult<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "SELECT id FROM orders WHERE status = 'pending_payment' AND reserved_until < $1 ORDER BY reserved_until LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| id(r, "id")).collect()
+    }
+
+    /// The order's history, oldest first.
+    pub async fn order_history(&self, order_id: Uuid) -> StoreResult<Vec<OrderHistoryEntry>> {
+        let rows = sqlx::query(
+            "SELECT from_status, to_status, actor_type, actor_id, reason, created_at FROM order_events WHERE order_id = $1 ORDER BY id",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrderHistoryEntry {
+                    from: opt_text(r, "from_status")?,
+                    to: text(r, "to_status")?,
+                    actor_type: text(r, "actor_type")?,
+                    actor_id: opt_id(r, "actor_id")?,
+                    reason: text(r, "reason")?,
+                    at: text(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderHistoryEntry {
+    pub from: Option<String>,
+    pub to: String,
+    pub actor_type: String,
+    pub actor_id: Option<Uuid>,
+    pub reason: String,
+    pub at: String,
+}
+
+fn order_row(r: &sqlx::any::AnyRow, lines: Vec<OrderLine>) -> StoreResult<Order> {
+    let status = text(r, "status")?;
+    Ok(Order {
+        id: id(r, "id")?,
+        number: text(r, "number")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))?,
+        customer_id: opt_id(r, "customer_id")?,
+        email: text(r, "email")?,
+        currency: text(r, "currency")?,
+        tax_mode: text(r, "tax_mode")?,
+        subtotal: int(r, "subtotal")?,
+        shipping_total: int(r, "shipping_total")?,
+        tax_total: int(r, "tax_total")?,
+        grand_total: int(r, "grand_total")?,
+        shipping_option_id: opt_id(r, "shipping_option_id")?,
+        shipping_address: json(r, "shipping_address")?,
+        billing_address: json(r, "billing_address")?,
+        reserved_until: text(r, "reserved_until")?,
+        lines,
+        created_at: text(r, "created_at")?,
+    })
+}

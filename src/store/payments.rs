@@ -1,0 +1,85 @@
+//! Payment records and the webhook inbox. An incoming provider event is stored
+//! (by its event id) in the same transaction that applies it, so a redelivery
+//! finds it already there and changes nothing.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::rows::{id, int, opt_text, text};
+use super::{Store, StoreError, StoreResult, new_id, now};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Payment {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub provider: String,
+    pub provider_ref: Option<String>,
+    /// `started`, `succeeded`, `declined`, `pending`, `failed`.
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl Store {
+    /// Records that a payment for the order is being started (at most one per order).
+    pub async fn start_payment(&self, order_id: Uuid, provider: &str, amount: i64, currency: &str) -> StoreResult<()> {
+        let ts = now();
+        sqlx::query(
+            "INSERT INTO payments (id, order_id, provider, status, amount, currency, created_at, updated_at)
+             VALUES ($1, $2, $3, 'started', $4, $5, $6, $6) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(new_id().to_string())
+        .bind(order_id.to_string())
+        .bind(provider)
+        .bind(amount)
+        .bind(currency)
+        .bind(ts)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_db)?;
+        Ok(())
+    }
+
+    pub async fn set_payment_status(&self, order_id: Uuid, status: &str, provider_ref: Option<&str>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE payments SET status = $1, provider_ref = COALESCE($2, provider_ref), updated_at = $3 WHERE order_id = $4",
+        )
+        .bind(status)
+        .bind(provider_ref)
+        .bind(now())
+        .bind(order_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn payment_of(&self, order_id: Uuid) -> StoreResult<Option<Payment>> {
+        let row = sqlx::query(
+            "SELECT id, order_id, provider, provider_ref, status, amount, currency FROM payments WHERE order_id = $1",
+        )
+        .bind(order_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Payment {
+                id: id(&r, "id")?,
+                order_id: id(&r, "order_id")?,
+                provider: text(&r, "provider")?,
+                provider_ref: opt_text(&r, "provider_ref")?,
+                status: text(&r, "status")?,
+                amount: int(&r, "amount")?,
+                currency: text(&r, "currency")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn payment_by_ref(&self, provider: &str, provider_ref: &str) -> StoreResult<Option<Uuid>> {
+        let row = sqlx::query("SELECT order_id FROM payments WHERE provider = $1 AND provider_ref = $2")
+            .bind(provider)
+            .bind(provider_ref)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| id(&r, "order_id")).transpose()
+    }
+}

@@ -1,0 +1,518 @@
+//! Carts, checkout, payments and stock, over HTTP, on both databases.
+
+use mercato::domain::signature;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Answer, TestApp, answer};
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret_for_the_test_provider";
+
+/// A published product with one variant per `(sku, price, stock)`, priced in EUR.
+pub async fn stocked_product(app: &TestApp, token: &str, title: &str, variants: &[(&str, i64, i64)]) -> Value {
+    let sizes: Vec<String> = (0..variants.len()).map(|i| format!("S{i}")).collect();
+    let body = json!({
+        "title": title,
+        "status": "published",
+        "options": [{"name": "size", "values": sizes}],
+        "variants": variants.iter().zip(&sizes).map(|((sku, price, _), s)| json!({
+            "sku": sku, "options": {"size": s}, "prices": [{"currency": "EUR", "amount": price}], "weight_grams": 500
+        })).collect::<Vec<_>>(),
+    });
+    let product = app.create_product(token, body).await;
+    for (sku, _, stock) in variants {
+        if *stock > 0 {
+            app.admin_post(
+                "/v1/admin/inventory/adjustments",
+                token,
+                json!({"sku": sku, "delta": stock, "reason": "initial stock", "kind": "receipt"}),
+            )
+            .await
+            .expect(201);
+        }
+    }
+    product
+}
+
+/// German VAT 19 % and flat 4.95 shipping, free from 50.00.
+pub async fn german_rates(app: &TestApp, token: &str) {
+    app.send(Method::PUT, "/v1/admin/tax-rates", Some(token), Some(json!({"country": "DE", "rate_bp": 1900, "name": "MwSt."})))
+        .await
+        .expect(200);
+    app.admin_post(
+        "/v1/admin/shipping-options",
+        token,
+        json!({"name": "Standard", "currency": "EUR", "countries": ["DE"], "rate": {"kind": "flat", "amount": 495}, "free_over": 5000}),
+    )
+    .await
+    .expect(201);
+}
+
+pub struct Guest {
+    pub cart: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn guest_cart(&self) -> Guest {
+        let cart = self.send(Method::POST, "/v1/carts", None, None).await.expect(201);
+        Guest { cart: cart["id"].as_str().unwrap().to_owned(), token: cart["cart_token"].as_str().unwrap().to_owned() }
+    }
+
+    pub async fn cart_request(&self, method: Method, path: &str, guest: &Guest, body: Option<Value>) -> Answer {
+        let mut req = self.client.request(method, self.url(path)).header("x-cart-token", &guest.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    pub async fn add_to_cart(&self, guest: &Guest, sku: &str, quantity: i64) -> Value {
+        self.cart_request(
+            Method::POST,
+            &format!("/v1/carts/{}/items", guest.cart),
+            guest,
+            Some(json!({"sku": sku, "quantity": quantity})),
+        )
+        .await
+        .expect(201)
+    }
+
+    pub async fn checkout(&self, guest: &Guest, key: &str, token: &str) -> Answer {
+        let res = self
+            .client
+            .post(self.url(&format!("/v1/carts/{}/checkout", guest.cart)))
+            .header("x-cart-token", &guest.token)
+            .header("idempotency-key", key)
+            .json(&checkout_body(token))
+            .send()
+            .await
+            .unwrap();
+        answer(res).await
+    }
+
+    pub async fn stock(&self, staff: &str, sku: &str) -> Value {
+        self.admin_get(&format!("/v1/admin/inventory/{sku}"), staff).await.expect(200)
+    }
+
+    pub async fn assert_ledger_reconciles(&self, staff: &str) {
+        let r = self.admin_get("/v1/admin/inventory/reconciliation", staff).await.expect(200);
+        assert_eq!(r["discrepancies"], json!([]), "{r}");
+    }
+}
+
+pub fn checkout_body(payment_token: &str) -> Value {
+    json!({
+        "email": "ann@example.com",
+        "shipping_address": {"name": "Ann Lee", "line1": "Invalidenstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "payment": {"provider": "test", "token": payment_token}
+    })
+}
+
+async fn a_guest_checks_out_and_stock_moves_from_reserved_to_sold(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Linen Shirt", &[("LS-1", 1999, 5)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "LS-1", 2).await;
+
+    let quote = app.cart_request(Method::GET, &format!("/v1/carts/{}?country=DE", guest.cart), &guest, None).await.expect(200);
+    // 2 × 19.99 = 39.98 incl. 19 % VAT (6.38), shipping 4.95 (VAT 0.79).
+    assert_eq!(
+        (quote["subtotal"].as_i64(), quote["shipping"].as_i64(), quote["tax"].as_i64()),
+        (Some(3998), Some(495), Some(638 + 79))
+    );
+    assert_eq!(quote["grand_total"], 4493);
+    assert_eq!(quote["items"][0]["available"], 5);
+
+    let placed = app.checkout(&guest, "key-1", "tok_ok").await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+    let order = &placed.body["order"];
+    assert_eq!(order["status"], "paid");
+    assert_eq!(order["grand_total"], 4493);
+    assert_eq!(order["lines"][0]["unit_price"], 1999);
+    assert_eq!(placed.body["payment"]["status"], "succeeded");
+    let stock = app.stock(&staff, "LS-1").await;
+    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(3), Some(0)));
+    app.assert_ledger_reconciles(&staff).await;
+
+    // The same key and body replay the stored answer, byte for byte.
+    let again = app.checkout(&guest, "key-1", "tok_ok").await;
+    assert_eq!((again.status.as_u16(), &again.body), (201, &placed.body));
+    // The same key with another body is refused; no key at all too.
+    app.checkout(&guest, "key-1", "tok_decline").await.problem(422, "idempotency_key_reused");
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/carts/{}/checkout", guest.cart)))
+        .header("x-cart-token", &guest.token)
+        .json(&checkout_body("tok_ok"))
+        .send()
+        .await
+        .unwrap();
+    answer(res).await.problem(400, "idempotency_key_required");
+    // A new key on a checked-out cart is a conflict, and so is changing it.
+    app.checkout(&guest, "key-2", "tok_ok").await.problem(409, "cart_closed");
+    app.cart_request(
+        Method::POST,
+        &format!("/v1/carts/{}/items", guest.cart),
+        &guest,
+        Some(json!({"sku": "LS-1", "quantity": 1})),
+    )
+    .await
+    .problem(409, "cart_closed");
+
+    // The guest reads the order with its token; nobody else can.
+    let id = order["id"].as_str().unwrap();
+    let res = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}")))
+        .header("x-order-token", placed.body["order_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.get(&format!("/v1/orders/{id}")).await.problem(404, "not_found");
+    let res = app.client.get(app.url(&format!("/v1/orders/{id}"))).header("x-order-token", "guess").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    // Staff see the history: placed, then paid.
+    let history = app.admin_get(&format!("/v1/admin/orders/{id}/history"), &staff).await.expect(200);
+    let steps: Vec<_> = history["items"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["pending_payment", "paid"]);
+}
+
+async fn a_declined_payment_releases_the_stock_and_reopens_the_cart(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Mug", &[("MUG-1", 900, 3)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "MUG-1", 3).await;
+    let declined = app.checkout(&guest, "d-1", "tok_decline").await.problem(402, "payment_declined");
+    assert!(declined["detail"].as_str().unwrap().contains("M-"), "{declined}");
+    let stock = app.stock(&staff, "MUG-1").await;
+    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(3), Some(0)));
+    // The replay says the same; a new attempt with another key and card succeeds.
+    app.checkout(&guest, "d-1", "tok_decline").await.problem(402, "payment_declined");
+    let ok = app.checkout(&guest, "d-2", "tok_ok").await.expect(201);
+    assert_eq!(ok["order"]["status"], "paid");
+    assert_eq!(app.stock(&staff, "MUG-1").await["on_hand"], 0);
+    app.assert_ledger_reconciles(&staff).await;
+}
+
+async fn out_of_stock_names_each_short_line_and_holds_nothing(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Lamp", &[("LAMP-A", 3000, 1), ("LAMP-B", 3500, 5)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "LAMP-A", 2).await;
+    app.add_to_cart(&guest, "LAMP-B", 1).await;
+    let cart = app.cart_request(Method::GET, &format!("/v1/carts/{}", guest.cart), &guest, None).await.expect(200);
+    assert_eq!(cart["items"][0]["problem"], "insufficient_stock");
+    let body = app.checkout(&guest, "o-1", "tok_ok").await.problem(409, "out_of_stock");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1);
+    assert_eq!(body["errors"][0]["message"], "LAMP-A: 2 requested, 1 available");
+    for sku in ["LAMP-A", "LAMP-B"] {
+        assert_eq!(app.stock(&staff, sku).await["reserved"], 0, "{sku}");
+    }
+    // The cart is still open: fixing the quantity makes it go through.
+    let item = cart["items"][0]["id"].as_str().unwrap();
+    app.cart_request(Method::PATCH, &format!("/v1/carts/{}/items/{item}", guest.cart), &guest, Some(json!({"quantity": 1})))
+        .await
+        .expect(200);
+    app.checkout(&guest, "o-2", "tok_ok").await.expect(201);
+}
+
+async fn an_async_payment_is_confirmed_once_by_a_signed_webhook(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Vase", &[("VASE-1", 2500, 2)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "VASE-1", 1).await;
+    let placed = app.checkout(&guest, "a-1", "tok_async").await.expect(201);
+    assert_eq!(placed["payment"]["status"], "pending");
+    assert_eq!(placed["order"]["status"], "pending_payment");
+    let id = placed["order"]["id"].as_str().unwrap().to_owned();
+    // The provider confirms by webhook shortly after: wait for that to land.
+    let mut status = String::new();
+    for _ in 0..200 {
+        status =
+            app.admin_get(&format!("/v1/admin/orders/{id}"), &staff).await.expect(200)["status"].as_str().unwrap().to_owned();
+        if status == "paid" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "paid");
+    assert_eq!(app.stock(&staff, "VASE-1").await["on_hand"], 1);
+
+    // A redelivery of an event is a no-op; so is a different event for a paid order.
+    let reference = placed["payment"]["reference"].as_str().unwrap();
+    let event = |id: &str, kind: &str| {
+        json!({"id": id, "type": kind, "created": 0, "data": {"reference": reference, "amount": 2995, "currency": "EUR"}})
+            .to_string()
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let post = |body: String, sig: String| {
+        app.client
+            .post(app.url("/v1/payments/webhooks/test"))
+            .header("content-type", "application/json")
+            .header("mercato-signature", sig)
+            .body(body)
+            .send()
+    };
+    let e1 = event("evt_manual_1", "payment.succeeded");
+    let first =
+        answer(post(e1.clone(), signature::sign(WEBHOOK_SECRET.as_bytes(), now, e1.as_bytes())).await.unwrap()).await.expect(200);
+    assert_eq!(first["status"], "ignored");
+    let failed = event("evt_manual_2", "payment.failed");
+    let r = answer(post(failed.clone(), signature::sign(WEBHOOK_SECRET.as_bytes(), now, failed.as_bytes())).await.unwrap())
+        .await
+        .expect(200);
+    assert_eq!(r["status"], "ignored");
+    assert_eq!(app.stock(&staff, "VASE-1").await["on_hand"], 1, "nothing changed twice");
+    // Bad signatures, stale timestamps, unknown types, unknown payments.
+    answer(post(e1.clone(), signature::sign(b"wrong secret", now, e1.as_bytes())).await.unwrap())
+        .await
+        .problem(400, "invalid_signature");
+    answer(post(e1.clone(), signature::sign(WEBHOOK_SECRET.as_bytes(), now - 3600, e1.as_bytes())).await.unwrap())
+        .await
+        .problem(400, "stale_signature");
+    answer(post(e1.clone(), String::new()).await.unwrap()).await.problem(400, "invalid_signature");
+    let odd = event("evt_manual_3", "payment.teleported");
+    answer(post(odd.clone(), signature::sign(WEBHOOK_SECRET.as_bytes(), now, odd.as_bytes())).await.unwrap())
+        .await
+        .problem(400, "unknown_event_type");
+    let unknown = json!({"id": "evt_x", "type": "payment.succeeded", "created": 0, "data": {"reference": "pay_nope", "amount": 1, "currency": "EUR"}}).to_string();
+    answer(post(unknown.clone(), signature::sign(WEBHOOK_SECRET.as_bytes(), now, unknown.as_bytes())).await.unwrap())
+        .await
+        .problem(404, "not_found");
+    app.assert_ledger_reconciles(&staff).await;
+}
+
+async fn unpaid_reservations_expire_and_go_back_to_stock(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Duvet", &[("DUV-1", 5900, 2)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "DUV-1", 2).await;
+    // An unknown payment token is a decline, not a crash.
+    app.checkout(&guest, "e-1", "tok_unknown").await.problem(402, "payment_declined");
+    let pending = app.checkout(&guest, "e-2", "tok_async").await.expect(201);
+    let id: uuid::Uuid = pending["order"]["id"].as_str().unwrap().parse().unwrap();
+    // Expire as if the clock were an hour later, before any webhook can land.
+    let later = mercato::store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let expired = mercato::ops::checkout::expire_due(&app.store, &later).await.unwrap();
+    let order = app.admin_get(&format!("/v1/admin/orders/{id}"), &staff).await.expect(200);
+    if expired == 1 {
+        assert_eq!(order["status"], "expired");
+        let stock = app.stock(&staff, "DUV-1").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(2), Some(0)));
+    } else {
+        // The webhook won the race: the order is paid and nothing was released.
+        assert_eq!(order["status"], "paid");
+    }
+    app.assert_ledger_reconciles(&staff).await;
+}
+
+async fn customers_merge_their_guest_cart_and_see_only_their_orders(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Scarf", &[("SCARF-1", 2000, 10)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "SCARF-1", 2).await;
+    let reg = app
+        .send(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": "Bo@Example.com", "password": crate::helpers::PASSWORD, "name": "Bo"})),
+        )
+        .await
+        .expect(201);
+    assert_eq!(reg["customer"]["email"], "bo@example.com");
+    app.send(
+        Method::POST,
+        "/v1/auth/register",
+        None,
+        Some(json!({"email": "bo@example.com", "password": crate::helpers::PASSWORD})),
+    )
+    .await
+    .problem(409, "duplicate_email");
+    let res = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .header("x-cart-token", &guest.token)
+        .json(&json!({"email": "bo@example.com", "password": crate::helpers::PASSWORD, "guest_cart_id": guest.cart}))
+        .send()
+        .await
+        .unwrap();
+    let session = answer(res).await.expect(200);
+    let token = session["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let cart_id = session["cart_id"].as_str().unwrap().to_owned();
+    let cart = app.send(Method::GET, &format!("/v1/carts/{cart_id}"), Some(&token), None).await.expect(200);
+    assert_eq!(cart["items"][0]["quantity"], 2);
+    // A customer token never opens the admin API, and a staff token is no customer.
+    app.admin_get("/v1/admin/products", &token).await.problem(401, "invalid_token");
+    app.send(Method::GET, "/v1/me", Some(&staff), None).await.problem(401, "invalid_token");
+
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/carts/{cart_id}/checkout")))
+        .bearer_auth(&token)
+        .header("idempotency-key", "c-1")
+        .json(&checkout_body("tok_ok"))
+        .send()
+        .await
+        .unwrap();
+    let placed = answer(res).await.expect(201);
+    let order_id = placed["order"]["id"].as_str().unwrap();
+    let mine = app.send(Method::GET, "/v1/me/orders", Some(&token), None).await.expect(200);
+    assert_eq!(mine["items"][0]["id"], order_id);
+    app.send(Method::GET, &format!("/v1/orders/{order_id}"), Some(&token), None).await.expect(200);
+
+    // Someone else: no order, no cart, no orders listed.
+    let other = app
+        .send(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": "eve@example.com", "password": crate::helpers::PASSWORD})),
+        )
+        .await
+        .expect(201);
+    let eve = other["tokens"]["access_token"].as_str().unwrap();
+    app.send(Method::GET, &format!("/v1/orders/{order_id}"), Some(eve), None).await.problem(404, "not_found");
+    app.send(Method::GET, &format!("/v1/carts/{cart_id}"), Some(eve), None).await.problem(404, "not_found");
+    assert_eq!(app.send(Method::GET, "/v1/me/orders", Some(eve), None).await.expect(200)["items"], json!([]));
+    // Another guest's token does not open a guest cart either.
+    let stranger = app.guest_cart().await;
+    let g2 = app.guest_cart().await;
+    let res =
+        app.client.get(app.url(&format!("/v1/carts/{}", g2.cart))).header("x-cart-token", &stranger.token).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    // Addresses belong to their customer.
+    let addr = app
+        .send(Method::POST, "/v1/me/addresses", Some(&token), Some(checkout_body("x")["shipping_address"].clone()))
+        .await
+        .expect(201);
+    let addr_id = addr["id"].as_str().unwrap();
+    app.send(Method::DELETE, &format!("/v1/me/addresses/{addr_id}"), Some(eve), None).await.problem(404, "not_found");
+    app.send(Method::DELETE, &format!("/v1/me/addresses/{addr_id}"), Some(&token), None).await.expect(204);
+    let bad = app
+        .send(
+            Method::POST,
+            "/v1/me/addresses",
+            Some(&token),
+            Some(json!({"name": "", "line1": "x", "city": "y", "postal_code": "1", "country": "Germany"})),
+        )
+        .await;
+    assert_eq!(Answer::fields(&bad.problem(422, "validation_failed")), ["name", "country"]);
+}
+
+async fn bad_cart_input_is_refused_without_changing_anything(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Pan", &[("PAN-1", 4000, 5)]).await;
+    let mut draft = crate::helpers::product_body("Secret", "SECRET", &[100], None, json!({}));
+    draft["status"] = json!("draft");
+    app.create_product(&staff, draft).await;
+    let guest = app.guest_cart().await;
+    let items = format!("/v1/carts/{}/items", guest.cart);
+    for (body, field, code) in [
+        (json!({"sku": "PAN-1", "quantity": 0}), "quantity", "out_of_range"),
+        (json!({"sku": "PAN-1", "quantity": -2}), "quantity", "out_of_range"),
+        (json!({"sku": "PAN-1", "quantity": 101}), "quantity", "out_of_range"),
+        (json!({"sku": "NOPE", "quantity": 1}), "sku", "unknown_variant"),
+        (json!({"sku": "SECRET-S0", "quantity": 1}), "sku", "unavailable"),
+        (json!({"quantity": 1}), "sku", "required"),
+    ] {
+        let b = app.cart_request(Method::POST, &items, &guest, Some(body.clone())).await.problem(422, "validation_failed");
+        assert_eq!((b["errors"][0]["field"].as_str(), b["errors"][0]["code"].as_str()), (Some(field), Some(code)), "{body}");
+    }
+    // Without the cart token the cart does not exist.
+    app.send(Method::POST, &items, None, Some(json!({"sku": "PAN-1", "quantity": 1}))).await.problem(404, "not_found");
+    // Empty cart, bad address, malformed key.
+    app.checkout(&guest, "k-1", "tok_ok").await.problem(409, "cart_empty");
+    app.add_to_cart(&guest, "PAN-1", 1).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/carts/{}/checkout", guest.cart)))
+        .header("x-cart-token", &guest.token)
+        .header("idempotency-key", "k-2")
+        .json(&json!({"email": "nope", "shipping_address": {"name": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "XX1"}, "payment": {"provider": "cash", "token": "t"}}))
+        .send()
+        .await
+        .unwrap();
+    let b = answer(res).await.problem(422, "validation_failed");
+    assert_eq!(Answer::fields(&b), ["email", "shipping_address.country", "payment.provider"]);
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/carts/{}/checkout", guest.cart)))
+        .header("x-cart-token", &guest.token)
+        .header("idempotency-key", "has spaces")
+        .json(&checkout_body("tok_ok"))
+        .send()
+        .await
+        .unwrap();
+    answer(res).await.problem(400, "invalid_idempotency_key");
+    // No shipping option ships to the US.
+    let mut us = checkout_body("tok_ok");
+    us["shipping_address"]["country"] = json!("US");
+    let res = app
+        .client
+        .post(app.url(&format!("/v1/carts/{}/checkout", guest.cart)))
+        .header("x-cart-token", &guest.token)
+        .header("idempotency-key", "k-3")
+        .json(&us)
+        .send()
+        .await
+        .unwrap();
+    answer(res).await.problem(422, "validation_failed");
+    assert_eq!(app.stock(&staff, "PAN-1").await["reserved"], 0);
+}
+
+async fn stock_adjustments_are_ledgered_guarded_and_reconciled(app: TestApp) {
+    let staff = app.owner_token().await;
+    stocked_product(&app, &staff, "Board", &[("BRD-1", 1500, 4)]).await;
+    let adjust = |delta: i64, location: Option<&str>| {
+        app.admin_post(
+            "/v1/admin/inventory/adjustments",
+            &staff,
+            json!({"sku": "BRD-1", "delta": delta, "reason": "count", "location": location}),
+        )
+    };
+    adjust(-5, None).await.problem(409, "insufficient_stock");
+    adjust(0, None).await.problem(422, "validation_failed");
+    adjust(1, Some("nowhere")).await.problem(422, "validation_failed");
+    app.admin_post("/v1/admin/inventory/adjustments", &staff, json!({"sku": "NOPE", "delta": 1, "reason": "x"}))
+        .await
+        .problem(422, "validation_failed");
+    app.admin_post("/v1/admin/inventory/locations", &staff, json!({"code": "berlin", "name": "Berlin", "priority": 5}))
+        .await
+        .expect(201);
+    let level = adjust(3, Some("berlin")).await.expect(201);
+    assert_eq!(level["on_hand"], 7);
+    assert_eq!(level["locations"].as_array().unwrap().len(), 2);
+    app.admin_patch("/v1/admin/inventory/BRD-1", &staff, json!({"low_stock_threshold": 8})).await.expect(200);
+    let low = app.admin_get("/v1/admin/inventory/low-stock", &staff).await.expect(200);
+    assert_eq!(low["items"][0]["sku"], "BRD-1");
+    app.assert_ledger_reconciles(&staff).await;
+    // A change behind the ledger's back is found.
+    sqlx::query("UPDATE stock_levels SET on_hand = on_hand + 1").execute(app.store.pool()).await.unwrap();
+    let r = app.admin_get("/v1/admin/inventory/reconciliation", &staff).await.expect(200);
+    assert_eq!(r["discrepancies"].as_array().unwrap().len(), 2);
+    // The database itself refuses reserved > on_hand.
+    let err = sqlx::query("UPDATE stock_levels SET reserved = on_hand + 1").execute(app.store.pool()).await;
+    assert!(err.is_err(), "the check constraint must hold");
+}
+
+on_both_databases!(
+    a_guest_checks_out_and_stock_moves_from_reserved_to_sold,
+    a_declined_payment_releases_the_stock_and_reopens_the_cart,
+    out_of_stock_names_each_short_line_and_holds_nothing,
+    an_async_payment_is_confirmed_once_by_a_signed_webhook,
+    unpaid_reservations_expire_and_go_back_to_stock,
+    customers_merge_their_guest_cart_and_see_only_their_orders,
+    bad_cart_input_is_refused_without_changing_anything,
+    stock_adjustments_are_ledgered_guarded_and_reconciled,
+);
