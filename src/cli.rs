@@ -66,6 +66,9 @@ pub enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Compare every stock level with the sum of its ledger movements; exits
+    /// non-zero when any differs.
+    ReconcileStock,
     /// Show the database's plan for a storefront product list, e.g.
     /// `mercato admin explain-products 'category=women&sort=price_asc'`.
     /// On PostgreSQL the query runs (EXPLAIN ANALYZE).
@@ -128,6 +131,17 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let member = ops::staff::create_staff(&store, input, &Actor::cli()).await.map_err(describe)?;
             eprintln!("created {} ({}) with id {}", member.email, member.role.as_str(), member.id);
             Ok(())
+        }
+        Command::Admin { command: AdminCommand::ReconcileStock } => {
+            let store = connect(&settings).await?;
+            let report = store.reconcile_stock().await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.discrepancies.is_empty() {
+                eprintln!("{} stock rows checked, the ledger matches", report.checked);
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{} of {} stock rows differ from the ledger", report.discrepancies.len(), report.checked))
+            }
         }
         Command::Admin { command: AdminCommand::ExplainProducts { query } } => {
             let store = connect(&settings).await?;

@@ -127,6 +127,27 @@ fn the_import_command_reports_each_bad_line_and_fails() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("0 created, 0 updated, 1 unchanged, 0 failed"));
 }
 
+#[tokio::test]
+async fn reconcile_stock_reports_through_its_exit_code() {
+    let data = DataDir::new();
+    let seeded = mercato(&data.0).args(["seed", "--demo", "--products", "20"]).output().unwrap();
+    assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
+    let ok = mercato(&data.0).args(["admin", "reconcile-stock"]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("the ledger matches"));
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(report["checked"].as_i64().unwrap() > 20, "{report}");
+    // Tamper with one level behind the ledger's back.
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", data.0.join("mercato.db").display());
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    sqlx::Executor::execute(&mut conn, "UPDATE stock_levels SET on_hand = on_hand + 1 WHERE rowid = 1").await.unwrap();
+    drop(conn);
+    let bad = mercato(&data.0).args(["admin", "reconcile-stock"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("1 of"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
 #[test]
 fn postgres_without_a_jwt_secret_refuses_to_start() {
     let data = DataDir::new();
