@@ -49,6 +49,36 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Load tests against a running shop.
+    Loadtest {
+        #[command(subcommand)]
+        scenario: LoadScenario,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LoadScenario {
+    /// Buyers loop cart → add → checkout (tok_ok); prints checkout latency
+    /// percentiles and orders/s, then checks the shop's stock and ledger.
+    Checkout {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A staff account with catalog:write, inventory:write and settings:manage (an owner).
+        #[arg(long)]
+        admin_email: String,
+        /// The password (or set MERCATO_LOADTEST_PASSWORD).
+        #[arg(long, env = "MERCATO_LOADTEST_PASSWORD")]
+        admin_password: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// How many variants buyers spread over; 1 puts everyone on one hot variant.
+        #[arg(long, default_value_t = 1000)]
+        variants: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        stock: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +182,20 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 println!("{line}");
             }
             Ok(())
+        }
+        Command::Loadtest {
+            scenario: LoadScenario::Checkout { url, admin_email, admin_password, concurrency, seconds, variants, stock },
+        } => {
+            crate::loadtest::run(crate::loadtest::CheckoutLoad {
+                url,
+                admin_email,
+                admin_password,
+                concurrency: concurrency.max(1),
+                duration: std::time::Duration::from_secs(seconds),
+                variants: variants.max(1),
+                stock_per_variant: stock,
+            })
+            .await
         }
         Command::Openapi => {
             println!("{}", crate::http::openapi().to_pretty_json()?);

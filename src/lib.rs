@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod loadtest;
 pub mod metrics;
 pub mod ops;
 pub mod payments;

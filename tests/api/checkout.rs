@@ -469,6 +469,18 @@ async fn bad_cart_input_is_refused_without_changing_anything(app: TestApp) {
         .unwrap();
     answer(res).await.problem(422, "validation_failed");
     assert_eq!(app.stock(&staff, "PAN-1").await["reserved"], 0);
+
+    // An expired cart can be read but not changed or checked out.
+    sqlx::query("UPDATE carts SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE id = $1")
+        .bind(&guest.cart)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    app.cart_request(Method::POST, &items, &guest, Some(json!({"sku": "PAN-1", "quantity": 1})))
+        .await
+        .problem(410, "cart_expired");
+    app.checkout(&guest, "k-4", "tok_ok").await.problem(410, "cart_expired");
+    app.cart_request(Method::GET, &format!("/v1/carts/{}", guest.cart), &guest, None).await.expect(200);
 }
 
 async fn stock_adjustments_are_ledgered_guarded_and_reconciled(app: TestApp) {

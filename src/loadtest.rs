@@ -1,0 +1,223 @@
+//! `mercato loadtest checkout`: many buyers at once against a running shop, over
+//! HTTP, then the invariants. Each buyer loops: create a cart, add a variant,
+//! check out with a fresh `Idempotency-Key` and `tok_ok`. Checkout latency goes
+//! into an HDR histogram; afterwards the shop's ledger must reconcile and no
+//! variant may hold more reserved than on hand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+pub struct CheckoutLoad {
+    pub url: String,
+    pub admin_email: String,
+    pub admin_password: String,
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// Variants to spread buyers over; 1 makes every buyer want the same one.
+    pub variants: usize,
+    pub stock_per_variant: i64,
+}
+
+#[derive(Default)]
+struct Counts {
+    created: AtomicU64,
+    out_of_stock: AtomicU64,
+    other_4xx: AtomicU64,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+}
+
+pub async fn run(load: CheckoutLoad) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(load.concurrency).build()?;
+    let base = load.url.trim_end_matches('/').to_owned();
+    let login: Value = client
+        .post(format!("{base}/v1/admin/auth/login"))
+        .json(&json!({"email": load.admin_email, "password": load.admin_password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let staff = login["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("login gave no token"))?.to_owned();
+    let skus = setup(&client, &base, &staff, load.variants, load.stock_per_variant).await?;
+    eprintln!(
+        "{} variant(s) with {} units each; {} buyers for {:?}",
+        skus.len(),
+        load.stock_per_variant,
+        load.concurrency,
+        load.duration
+    );
+
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let counts = Arc::new(Counts::default());
+    let skus = Arc::new(skus);
+    let started = Instant::now();
+    let deadline = started + load.duration;
+    let mut workers = Vec::new();
+    for w in 0..load.concurrency {
+        let (client, base, skus, histogram, counts) =
+            (client.clone(), base.clone(), skus.clone(), histogram.clone(), counts.clone());
+        workers.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut i = w;
+            while Instant::now() < deadline {
+                let sku = &skus[i % skus.len()];
+                i += load_stride(skus.len());
+                match buy(&client, &base, sku).await {
+                    Ok((status, micros, kind)) => {
+                        let _ = local.record(micros.max(1));
+                        let c = match status {
+                            201 => &counts.created,
+                            409 if kind == "out_of_stock" => &counts.out_of_stock,
+                            400..=499 => &counts.other_4xx,
+                            _ => &counts.server_errors,
+                        };
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        counts.transport_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = histogram.lock().await.add(&local);
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let h = histogram.lock().await;
+    let total = h.len();
+    let created = counts.created.load(Ordering::Relaxed);
+    println!("checkout attempts: {total} in {elapsed:.1} s = {:.1}/s answered", total as f64 / elapsed);
+    println!("orders created:    {created} = {:.1}/s", created as f64 / elapsed);
+    println!(
+        "out_of_stock: {}  other 4xx: {}  5xx: {}  transport errors: {}",
+        counts.out_of_stock.load(Ordering::Relaxed),
+        counts.other_4xx.load(Ordering::Relaxed),
+        counts.server_errors.load(Ordering::Relaxed),
+        counts.transport_errors.load(Ordering::Relaxed)
+    );
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "checkout latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+
+    // Invariants, read back from the shop itself.
+    let recon: Value = client
+        .get(format!("{base}/v1/admin/inventory/reconciliation"))
+        .bearer_auth(&staff)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let discrepancies = recon["discrepancies"].as_array().map_or(0, Vec::len);
+    let mut sold = 0;
+    for sku in skus.iter() {
+        let level: Value =
+            client.get(format!("{base}/v1/admin/inventory/{sku}")).bearer_auth(&staff).send().await?.json().await?;
+        let (on_hand, reserved) = (level["on_hand"].as_i64().unwrap_or(-1), level["reserved"].as_i64().unwrap_or(-1));
+        if on_hand < 0 || reserved < 0 || reserved > on_hand {
+            anyhow::bail!("invariant broken for {sku}: on_hand {on_hand}, reserved {reserved}");
+        }
+        sold += load.stock_per_variant - on_hand;
+    }
+    println!("units sold according to stock: {sold}; orders created: {created}; ledger discrepancies: {discrepancies}");
+    if discrepancies > 0 || sold != created as i64 {
+        anyhow::bail!("the shop's books do not add up");
+    }
+    Ok(())
+}
+
+/// Steps through the variants so concurrent buyers spread over them.
+fn load_stride(n: usize) -> usize {
+    if n > 1 { 7919 % n.max(1) + 1 } else { 1 }
+}
+
+/// One buyer's flow; returns the checkout's status, latency (µs) and problem type.
+async fn buy(client: &reqwest::Client, base: &str, sku: &str) -> anyhow::Result<(u16, u64, String)> {
+    let cart: Value = client.post(format!("{base}/v1/carts")).send().await?.error_for_status()?.json().await?;
+    let (id, token) = (cart["id"].as_str().unwrap_or_default(), cart["cart_token"].as_str().unwrap_or_default());
+    client
+        .post(format!("{base}/v1/carts/{id}/items"))
+        .header("x-cart-token", token)
+        .json(&json!({"sku": sku, "quantity": 1}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let body = json!({
+        "email": "load@example.com",
+        "shipping_address": {"name": "Load Test", "line1": "1 Test St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+        "payment": {"provider": "test", "token": "tok_ok"}
+    });
+    let t = Instant::now();
+    let res = client
+        .post(format!("{base}/v1/carts/{id}/checkout"))
+        .header("x-cart-token", token)
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status().as_u16();
+    let answer: Value = res.json().await.unwrap_or(Value::Null);
+    Ok((status, t.elapsed().as_micros() as u64, answer["type"].as_str().unwrap_or_default().to_owned()))
+}
+
+/// Creates the products (100 variants each, the most one option may list), stocks them, and makes sure
+/// German tax and a shipping option exist so the checkouts can be priced.
+async fn setup(client: &reqwest::Client, base: &str, staff: &str, variants: usize, stock: i64) -> anyhow::Result<Vec<String>> {
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let run = &run[run.len() - 8..];
+    client
+        .put(format!("{base}/v1/admin/tax-rates"))
+        .bearer_auth(staff)
+        .json(&json!({"country": "DE", "rate_bp": 1900, "name": "MwSt."}))
+        .send()
+        .await?
+        .error_for_status()?;
+    client
+        .post(format!("{base}/v1/admin/shipping-options"))
+        .bearer_auth(staff)
+        .json(&json!({"name": format!("Load {run}"), "currency": "EUR", "countries": ["DE"], "rate": {"kind": "flat", "amount": 495}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut skus = Vec::with_capacity(variants);
+    for (p, chunk) in (0..variants).collect::<Vec<_>>().chunks(100).enumerate() {
+        let values: Vec<String> = chunk.iter().map(|i| format!("v{i}")).collect();
+        let vs: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"sku": format!("LOAD-{run}-{i}"), "options": {"variant": format!("v{i}")}, "prices": [{"currency": "EUR", "amount": 1999}]}))
+            .collect();
+        client
+            .post(format!("{base}/v1/admin/products"))
+            .bearer_auth(staff)
+            .json(&json!({"title": format!("Load test {run} {p}"), "status": "published", "options": [{"name": "variant", "values": values}], "variants": vs}))
+            .send()
+            .await?
+            .error_for_status()?;
+        for i in chunk {
+            let sku = format!("LOAD-{run}-{i}");
+            client
+                .post(format!("{base}/v1/admin/inventory/adjustments"))
+                .bearer_auth(staff)
+                .json(&json!({"sku": sku, "delta": stock, "reason": "load test", "kind": "receipt"}))
+                .send()
+                .await?
+                .error_for_status()?;
+            skus.push(sku);
+        }
+    }
+    Ok(skus)
+}
