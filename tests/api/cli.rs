@@ -149,6 +149,21 @@ async fn reconcile_stock_reports_through_its_exit_code() {
 }
 
 #[test]
+fn settings_come_from_mercato_toml_and_the_environment_wins() {
+    let data = DataDir::new();
+    let file = data.0.join("mercato.toml");
+    std::fs::write(&file, "default_currency = \"euro\"\nmax_line_quantity = 5\n").unwrap();
+    let out = mercato(&data.0).arg("serve").env("MERCATO_CONFIG", &file).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("MERCATO_DEFAULT_CURRENCY `euro` is not an ISO 4217 code"), "{stderr}");
+    // The environment overrides the file.
+    let out =
+        mercato(&data.0).arg("migrate").env("MERCATO_CONFIG", &file).env("MERCATO_DEFAULT_CURRENCY", "USD").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn postgres_without_a_jwt_secret_refuses_to_start() {
     let data = DataDir::new();
     let out = mercato(&data.0).arg("serve").env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres").output().unwrap();
