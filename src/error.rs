@@ -47,7 +47,7 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
-    #[error("service unavailable")]
+    #[error("the shop is too busy to answer now; retry shortly")]
     Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -158,8 +158,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let ApiError::RateLimited { retry_after_secs } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        match self {
+            ApiError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            ApiError::Unavailable | ApiError::PaymentUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
         }
         response
     }
@@ -195,8 +201,26 @@ impl From<StoreError> for ApiError {
             StoreError::Unique("staff_email_key") => {
                 ApiError::conflict("duplicate_email", Some("email"), "a staff account with this e-mail exists")
             }
+            StoreError::Db(e) if is_overload(&e) => {
+                tracing::warn!(error = %e, "database overloaded");
+                ApiError::Unavailable
+            }
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
+    }
+}
+
+/// Errors that mean "too busy right now", not "broken": no connection free in
+/// time, SQLite's write lock still held after the busy timeout, a PostgreSQL
+/// deadlock or serialisation failure. The client should retry.
+fn is_overload(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001" | "55P03" | "5" | "6" | "517"))
+                || db.message().contains("database is locked")
+        }
+        _ => false,
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn login(
         let guest_shopper = Shopper { customer_id: None, cart_token: token };
         // A cart the caller cannot prove is theirs is ignored, not an error: the login stands.
         if let Ok(cart) = cart_ops::authorize_open(&state.store, guest, &guest_shopper).await {
-            cart_id = Some(state.store.merge_guest_cart(cart.id, customer.id, state.shop.carts.max_line_quantity).await?);
+            cart_id = state.store.merge_guest_cart(cart.id, customer.id, state.shop.carts.max_line_quantity).await?;
         }
     }
     Ok(Json(Session { customer, tokens, cart_id }))

@@ -21,7 +21,8 @@ pub const TOLERANCE_SECS: i64 = 300;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookAnswer {
-    /// `applied`, `duplicate` (seen before) or `ignored` (the order had moved on).
+    /// `applied`, `duplicate` (seen before), `refund_required` (money for an order
+    /// that had expired or failed: recorded and announced for a refund) or `ignored`.
     pub status: &'static str,
 }
 
@@ -55,10 +56,17 @@ pub async fn test_webhook(State(state): State<AppState>, headers: HeaderMap, bod
         }
         Ok(Applied::Duplicate) => Ok(Json(WebhookAnswer { status: "duplicate" })),
         Err(OrderError::Transition(t)) => {
-            // E.g. a success after the reservation expired: the money needs a refund
-            // (the order lifecycle's job), the order must not come back to life here.
-            tracing::warn!(order.id = %order_id, error = %t, event = %event.id, "payment event for an order that moved on");
-            Ok(Json(WebhookAnswer { status: "ignored" }))
+            // E.g. a success after the reservation expired: the order must not come
+            // back to life, but the money must not be forgotten either.
+            // Money for an order that expired or failed must go back; another success
+            // for a paid order is just a repeat.
+            let succeeded =
+                transition == OrderEvent::PaymentSucceeded && t.from != crate::domain::order_status::OrderStatus::Paid;
+            if !state.store.record_late_payment_event(order_id, succeeded, inbox).await? {
+                return Ok(Json(WebhookAnswer { status: "duplicate" }));
+            }
+            tracing::warn!(order.id = %order_id, error = %t, event = %event.id, refund_required = succeeded, "payment event for an order that moved on");
+            Ok(Json(WebhookAnswer { status: if succeeded { "refund_required" } else { "ignored" } }))
         }
         Err(OrderError::Store(e)) => Err(e.into()),
     }

@@ -261,6 +261,7 @@ async fn place_and_pay(
         id: order_id,
         number: order_number(order_id),
         cart_id: cart.id,
+        cart_seen: cart.updated_at.clone(),
         customer_id: cart.customer_id.or(shopper.customer_id),
         email: email.as_str().to_owned(),
         currency: cart.currency.clone(),
@@ -283,6 +284,11 @@ async fn place_and_pay(
     match ctx.store.place_order(&new_order, (scope, key), &actor).await? {
         Placed::Order => pay(ctx, order_id, body).await,
         Placed::CartClosed => Err(ApiError::conflict("cart_closed", None, "this cart was checked out by another request")),
+        Placed::CartChanged => Err(ApiError::conflict(
+            "cart_changed",
+            None,
+            "the cart changed while it was being checked out; review it and try again",
+        )),
         Placed::OutOfStock(shortages) => {
             let errors = shortages
                 .iter()
@@ -331,9 +337,19 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
         .find(|p| p.name() == input.payment.provider)
         .ok_or_else(|| ApiError::invalid_field("payment.provider", "unknown_provider", "unknown payment provider"))?;
     let system = Actor { kind: "provider", id: None, request_id: None };
-    if order.status != OrderStatus::PendingPayment {
-        // Settled meanwhile (a resumed request whose first attempt got further).
-        return answer(ctx, &order, provider.name(), None);
+    match order.status {
+        OrderStatus::PendingPayment => {}
+        // Settled meanwhile (a resumed request whose first attempt got further):
+        // answer as that attempt would have.
+        OrderStatus::Paid => return answer(ctx, &order, provider.name(), ("succeeded", None)),
+        OrderStatus::PaymentFailed => return Err(ApiError::PaymentDeclined(order.number)),
+        OrderStatus::Expired | OrderStatus::Cancelled => {
+            return Err(ApiError::conflict(
+                "order_closed",
+                None,
+                format!("order {} was {}", order.number, order.status.as_str()),
+            ));
+        }
     }
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
     let request = PaymentRequest {
@@ -375,20 +391,15 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
     if status == "declined" {
         return Err(ApiError::PaymentDeclined(order.number));
     }
-    answer(ctx, &order, provider.name(), Some((status, reference)))
+    answer(ctx, &order, provider.name(), (status, reference))
 }
 
 fn answer(
     ctx: &CheckoutContext<'_>,
     order: &Order,
     provider: &str,
-    payment: Option<(&'static str, Option<String>)>,
+    (status, reference): (&'static str, Option<String>),
 ) -> ApiResult<(StatusCode, String)> {
-    let (status, reference) = payment.unwrap_or(match order.status {
-        OrderStatus::Paid => ("succeeded", None),
-        OrderStatus::PendingPayment => ("pending", None),
-        _ => ("declined", None),
-    });
     let body = CheckoutAnswer {
         order: order.clone(),
         order_token: order_token(ctx.secret, order.id),
@@ -404,13 +415,21 @@ pub fn order_error(e: crate::store::orders::OrderError) -> ApiError {
     }
 }
 
-/// Releases the stock of orders whose reservation ran out before payment.
+/// Releases the stock of orders whose reservation ran out before payment. An
+/// order whose payment is recorded as succeeded (its request died before moving
+/// it on) is completed instead: money taken means goods sold.
 pub async fn expire_due(store: &Store, now: &str) -> anyhow::Result<usize> {
     let system = Actor { kind: "system", id: None, request_id: None };
     let mut expired = 0;
     for order_id in store.orders_due_for_expiry(now, 500).await? {
-        match store.apply_order_event(order_id, OrderEvent::ReservationExpired, &system, "reservation expired").await {
-            Ok(_) => expired += 1,
+        let paid = store.payment_of(order_id).await?.is_some_and(|p| p.status == "succeeded");
+        let (event, reason) = if paid {
+            (OrderEvent::PaymentSucceeded, "payment had succeeded")
+        } else {
+            (OrderEvent::ReservationExpired, "reservation expired")
+        };
+        match store.apply_order_event(order_id, event, &system, reason).await {
+            Ok(_) => expired += usize::from(!paid),
             // Paid or cancelled in the meantime: nothing to release.
             Err(crate::store::orders::OrderError::Transition(_)) => {}
             Err(crate::store::orders::OrderError::Store(e)) => return Err(e.into()),

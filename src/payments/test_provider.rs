@@ -1,7 +1,8 @@
 //! The built-in `test` provider: a simulated gateway that behaves like a real
 //! one's test mode. `tok_ok` succeeds, `tok_decline` declines, `tok_async` is
 //! accepted and confirmed later by a signed webhook sent to this shop's own
-//! `POST /v1/payments/webhooks/test`, after a configurable latency.
+//! `POST /v1/payments/webhooks/test`, after a configurable latency; `tok_pending`
+//! is accepted and stays pending until someone sends that webhook.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -92,6 +93,9 @@ impl PaymentProvider for TestProvider {
             let reference = format!("pay_{}", request.order_id.simple());
             match request.token.as_str() {
                 "tok_ok" => Ok(PaymentStart::Succeeded { reference }),
+                // Accepted, with the outcome left to a webhook the caller sends (like a
+                // bank transfer still processing): lets tests and demos drive it.
+                "tok_pending" => Ok(PaymentStart::Pending { reference }),
                 "tok_decline" => Ok(PaymentStart::Declined { reference, reason: "card_declined".into() }),
                 "tok_async" => {
                     self.deliver_later(TestEvent {

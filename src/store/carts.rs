@@ -25,6 +25,8 @@ pub struct CartRecord {
     pub currency: String,
     pub status: CartStatus,
     pub expires_at: String,
+    /// Changes with every line change; checkout closes the cart only as it priced it.
+    pub updated_at: String,
 }
 
 /// A cart line with what the catalog says about it now.
@@ -63,10 +65,11 @@ fn cart_row(r: &sqlx::any::AnyRow) -> StoreResult<CartRecord> {
         currency: text(r, "currency")?,
         status,
         expires_at: text(r, "expires_at")?,
+        updated_at: text(r, "updated_at")?,
     })
 }
 
-const SELECT_CART: &str = "SELECT id, customer_id, token_hash, currency, status, expires_at FROM carts";
+const SELECT_CART: &str = "SELECT id, customer_id, token_hash, currency, status, expires_at, updated_at FROM carts";
 
 impl Store {
     pub async fn create_cart(
@@ -97,6 +100,7 @@ impl Store {
             currency: currency.to_owned(),
             status: CartStatus::Open,
             expires_at: expires_at.to_owned(),
+            updated_at: ts,
         })
     }
 
@@ -168,43 +172,40 @@ impl Store {
         .transpose()
     }
 
-    /// Adds `quantity` of a variant (to an existing line if there is one). Returns
-    /// the new line quantity, or `Err(current)` when it would exceed `max`.
+    /// Adds `quantity` of a variant (to an existing line if there is one), in one
+    /// statement, so two concurrent adds both count. Returns the new line quantity,
+    /// or `Err(current)` when it would exceed `max`.
     pub async fn add_cart_item(&self, cart_id: Uuid, variant_id: Uuid, quantity: i64, max: i64) -> StoreResult<Result<i64, i64>> {
         let mut tx = self.begin().await?;
-        let existing = sqlx::query("SELECT quantity FROM cart_items WHERE cart_id = $1 AND variant_id = $2")
-            .bind(cart_id.to_string())
-            .bind(variant_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| int(&r, "quantity"))
-            .transpose()?;
-        let current = existing.unwrap_or(0);
-        let total = current + quantity;
-        if total > max {
+        let row = sqlx::query(
+            "INSERT INTO cart_items (id, cart_id, variant_id, quantity, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity
+             WHERE cart_items.quantity + excluded.quantity <= $6
+             RETURNING quantity",
+        )
+        .bind(new_id().to_string())
+        .bind(cart_id.to_string())
+        .bind(variant_id.to_string())
+        .bind(quantity)
+        .bind(now())
+        .bind(max)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from_db)?;
+        let Some(row) = row else {
+            let current = sqlx::query("SELECT quantity FROM cart_items WHERE cart_id = $1 AND variant_id = $2")
+                .bind(cart_id.to_string())
+                .bind(variant_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| int(&r, "quantity"))
+                .transpose()?
+                .unwrap_or(0);
             return Ok(Err(current));
-        }
-        if existing.is_some() {
-            sqlx::query("UPDATE cart_items SET quantity = $1 WHERE cart_id = $2 AND variant_id = $3")
-                .bind(total)
-                .bind(cart_id.to_string())
-                .bind(variant_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query("INSERT INTO cart_items (id, cart_id, variant_id, quantity, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(new_id().to_string())
-                .bind(cart_id.to_string())
-                .bind(variant_id.to_string())
-                .bind(total)
-                .bind(now())
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from_db)?;
-        }
+        };
         touch(&mut tx, cart_id).await?;
         tx.commit().await?;
-        Ok(Ok(total))
+        Ok(Ok(int(&row, "quantity")?))
     }
 
     /// Sets a line's quantity; false when the line is not in this cart.
@@ -238,8 +239,19 @@ impl Store {
     /// Moves a guest cart's lines into the customer's open cart (quantities add up
     /// to `max` per line), or hands the guest cart to the customer when they have
     /// none. Returns the customer's cart id.
-    pub async fn merge_guest_cart(&self, guest: Uuid, customer_id: Uuid, max: i64) -> StoreResult<Uuid> {
+    pub async fn merge_guest_cart(&self, guest: Uuid, customer_id: Uuid, max: i64) -> StoreResult<Option<Uuid>> {
         let mut tx = self.begin().await?;
+        // Claim the guest cart first: a cart checked out (or merged by another
+        // login) at this moment is left alone.
+        let claimed = sqlx::query("UPDATE carts SET updated_at = $1 WHERE id = $2 AND status = 'open' AND customer_id IS NULL")
+            .bind(now())
+            .bind(guest.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed == 0 {
+            return Ok(None);
+        }
         let target = sqlx::query("SELECT id FROM carts WHERE customer_id = $1 AND status = 'open' ORDER BY id DESC LIMIT 1")
             .bind(customer_id.to_string())
             .fetch_optional(&mut *tx)
@@ -254,7 +266,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            return Ok(guest);
+            return Ok(Some(guest));
         };
         let lines = sqlx::query("SELECT variant_id, quantity FROM cart_items WHERE cart_id = $1")
             .bind(guest.to_string())
@@ -299,7 +311,7 @@ impl Store {
             .await?;
         touch(&mut tx, target).await?;
         tx.commit().await?;
-        Ok(target)
+        Ok(Some(target))
     }
 }
 

@@ -257,7 +257,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let stocked = sqlx::query(
             "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved)
-             SELECT v.id, $1, (v.position * 7 + v.weight_grams) % 40 + 3, 0 FROM variants v
+             SELECT v.id, $1, (v.position * 7 + COALESCE(v.weight_grams, 0)) % 40 + 3, 0 FROM variants v
              WHERE NOT EXISTS (SELECT 1 FROM stock_levels s WHERE s.variant_id = v.id)",
         )
         .bind(MAIN_LOCATION)

@@ -66,6 +66,8 @@ pub struct NewOrder {
     pub id: Uuid,
     pub number: String,
     pub cart_id: Uuid,
+    /// The cart's `updated_at` when it was priced.
+    pub cart_seen: String,
     pub customer_id: Option<Uuid>,
     pub email: String,
     pub currency: String,
@@ -103,6 +105,8 @@ pub enum Placed {
     OutOfStock(Vec<Shortage>),
     /// The cart was checked out by another request meanwhile.
     CartClosed,
+    /// The cart's lines changed after it was priced for this checkout.
+    CartChanged,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,14 +169,19 @@ impl Store {
     /// the order. A shortage rolls everything back.
     pub async fn place_order(&self, o: &NewOrder, idempotency: (&str, &str), actor: &Actor) -> StoreResult<Placed> {
         let mut tx = self.begin().await?;
-        let closed = sqlx::query("UPDATE carts SET status = 'checked_out', updated_at = $1 WHERE id = $2 AND status = 'open'")
-            .bind(now())
-            .bind(o.cart_id.to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let closed = sqlx::query(
+            "UPDATE carts SET status = 'checked_out', updated_at = $1 WHERE id = $2 AND status = 'open' AND updated_at = $3",
+        )
+        .bind(now())
+        .bind(o.cart_id.to_string())
+        .bind(o.cart_seen.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if closed == 0 {
-            return Ok(Placed::CartClosed);
+            let row =
+                sqlx::query("SELECT status FROM carts WHERE id = $1").bind(o.cart_id.to_string()).fetch_one(&mut *tx).await?;
+            return Ok(if text(&row, "status")? == "open" { Placed::CartChanged } else { Placed::CartClosed });
         }
         let ts = now();
         sqlx::query(
@@ -378,6 +387,44 @@ impl Store {
         insert_outbox(&mut tx, &format!("order.{}", to.as_str()), serde_json::json!({"order_id": order_id})).await?;
         tx.commit().await?;
         Ok(Applied::Done)
+    }
+
+    /// A provider event for an order that has already moved on (a success after
+    /// the reservation expired, say). Stored once in the inbox; a success marks the
+    /// payment `refund_required` and announces it on the outbox, in one transaction,
+    /// so the money is never forgotten. Returns false for a redelivery.
+    pub async fn record_late_payment_event(&self, order_id: Uuid, succeeded: bool, inbox: InboxEntry<'_>) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO webhook_inbox (provider, event_id, event_type, payload, received_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (provider, event_id) DO NOTHING",
+        )
+        .bind(inbox.provider)
+        .bind(inbox.event_id)
+        .bind(inbox.event_type)
+        .bind(inbox.payload)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if fresh == 0 {
+            return Ok(false);
+        }
+        if succeeded {
+            sqlx::query("UPDATE payments SET status = 'refund_required', updated_at = $1 WHERE order_id = $2")
+                .bind(now())
+                .bind(order_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            insert_outbox(
+                &mut tx,
+                "payment.refund_required",
+                serde_json::json!({"order_id": order_id, "event_id": inbox.event_id}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Orders still waiting for payment whose reservation ran out before `now`.

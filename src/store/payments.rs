@@ -41,8 +41,10 @@ impl Store {
     }
 
     pub async fn set_payment_status(&self, order_id: Uuid, status: &str, provider_ref: Option<&str>) -> StoreResult<()> {
+        // Only an open payment changes: a final answer is never overwritten by a later, older one.
         sqlx::query(
-            "UPDATE payments SET status = $1, provider_ref = COALESCE($2, provider_ref), updated_at = $3 WHERE order_id = $4",
+            "UPDATE payments SET status = $1, provider_ref = COALESCE($2, provider_ref), updated_at = $3
+             WHERE order_id = $4 AND status IN ('started', 'pending')",
         )
         .bind(status)
         .bind(provider_ref)

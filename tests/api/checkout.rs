@@ -288,28 +288,80 @@ async fn an_async_payment_is_confirmed_once_by_a_signed_webhook(app: TestApp) {
     app.assert_ledger_reconciles(&staff).await;
 }
 
-async fn unpaid_reservations_expire_and_go_back_to_stock(app: TestApp) {
+/// Sends a `test` provider event for `reference`, signed with the shop's secret.
+async fn deliver(app: &TestApp, event_id: &str, kind: &str, reference: &str) -> Answer {
+    let body =
+        json!({"id": event_id, "type": kind, "created": 0, "data": {"reference": reference, "amount": 1, "currency": "EUR"}})
+            .to_string();
+    let sig = signature::sign(WEBHOOK_SECRET.as_bytes(), time::OffsetDateTime::now_utc().unix_timestamp(), body.as_bytes());
+    let res = app
+        .client
+        .post(app.url("/v1/payments/webhooks/test"))
+        .header("content-type", "application/json")
+        .header("mercato-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    answer(res).await
+}
+
+async fn a_webhook_is_applied_exactly_once(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Bowl", &[("BOWL-1", 1200, 3)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "BOWL-1", 2).await;
+    let placed = app.checkout(&guest, "w-1", "tok_pending").await.expect(201);
+    let reference = placed["payment"]["reference"].as_str().unwrap().to_owned();
+    let stock = app.stock(&staff, "BOWL-1").await;
+    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(3), Some(2)));
+    for _ in 0..3 {
+        let a = deliver(&app, "evt_once", "payment.succeeded", &reference).await.expect(200);
+        assert!(a["status"] == "applied" || a["status"] == "duplicate", "{a}");
+    }
+    assert_eq!(deliver(&app, "evt_once", "payment.succeeded", &reference).await.expect(200)["status"], "duplicate");
+    // A second, different success for the paid order changes nothing either.
+    assert_eq!(deliver(&app, "evt_again", "payment.succeeded", &reference).await.expect(200)["status"], "ignored");
+    let stock = app.stock(&staff, "BOWL-1").await;
+    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(1), Some(0)));
+    let id = placed["order"]["id"].as_str().unwrap();
+    let history = app.admin_get(&format!("/v1/admin/orders/{id}/history"), &staff).await.expect(200);
+    assert_eq!(history["items"].as_array().unwrap().len(), 2, "{history}");
+    app.assert_ledger_reconciles(&staff).await;
+}
+
+async fn unpaid_reservations_expire_and_a_late_payment_is_kept_for_refund(app: TestApp) {
     let staff = app.owner_token().await;
     german_rates(&app, &staff).await;
     stocked_product(&app, &staff, "Duvet", &[("DUV-1", 5900, 2)]).await;
     let guest = app.guest_cart().await;
     app.add_to_cart(&guest, "DUV-1", 2).await;
-    // An unknown payment token is a decline, not a crash.
+    // An unknown payment token is a decline, not a crash; the cart reopens.
     app.checkout(&guest, "e-1", "tok_unknown").await.problem(402, "payment_declined");
-    let pending = app.checkout(&guest, "e-2", "tok_async").await.expect(201);
+    let pending = app.checkout(&guest, "e-2", "tok_pending").await.expect(201);
     let id: uuid::Uuid = pending["order"]["id"].as_str().unwrap().parse().unwrap();
-    // Expire as if the clock were an hour later, before any webhook can land.
+    assert_eq!(app.stock(&staff, "DUV-1").await["reserved"], 2);
+    // Nothing is due yet; an hour later it is.
+    assert_eq!(mercato::ops::checkout::expire_due(&app.store, &mercato::store::now()).await.unwrap(), 0);
     let later = mercato::store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
-    let expired = mercato::ops::checkout::expire_due(&app.store, &later).await.unwrap();
-    let order = app.admin_get(&format!("/v1/admin/orders/{id}"), &staff).await.expect(200);
-    if expired == 1 {
-        assert_eq!(order["status"], "expired");
-        let stock = app.stock(&staff, "DUV-1").await;
-        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(2), Some(0)));
-    } else {
-        // The webhook won the race: the order is paid and nothing was released.
-        assert_eq!(order["status"], "paid");
-    }
+    assert_eq!(mercato::ops::checkout::expire_due(&app.store, &later).await.unwrap(), 1);
+    assert_eq!(app.admin_get(&format!("/v1/admin/orders/{id}"), &staff).await.expect(200)["status"], "expired");
+    let stock = app.stock(&staff, "DUV-1").await;
+    assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(2), Some(0)));
+    // The money arrives after all: the order stays expired, the payment is marked
+    // for a refund and announced on the outbox, once.
+    let reference = pending["payment"]["reference"].as_str().unwrap();
+    assert_eq!(deliver(&app, "evt_late", "payment.succeeded", reference).await.expect(200)["status"], "refund_required");
+    assert_eq!(deliver(&app, "evt_late", "payment.succeeded", reference).await.expect(200)["status"], "duplicate");
+    let payment = app.store.payment_of(id).await.unwrap().unwrap();
+    assert_eq!(payment.status, "refund_required");
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE topic = 'payment.refund_required'")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 1);
+    assert_eq!(app.stock(&staff, "DUV-1").await["on_hand"], 2);
     app.assert_ledger_reconciles(&staff).await;
 }
 
@@ -523,7 +575,8 @@ on_both_databases!(
     a_declined_payment_releases_the_stock_and_reopens_the_cart,
     out_of_stock_names_each_short_line_and_holds_nothing,
     an_async_payment_is_confirmed_once_by_a_signed_webhook,
-    unpaid_reservations_expire_and_go_back_to_stock,
+    a_webhook_is_applied_exactly_once,
+    unpaid_reservations_expire_and_a_late_payment_is_kept_for_refund,
     customers_merge_their_guest_cart_and_see_only_their_orders,
     bad_cart_input_is_refused_without_changing_anything,
     stock_adjustments_are_ledgered_guarded_and_reconciled,

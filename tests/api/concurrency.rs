@@ -187,12 +187,47 @@ mod flash_sale {
         let orders: std::collections::HashSet<_> =
             answers.iter().filter(|a| a.status == 201).map(|a| a.body["order"]["id"].as_str().unwrap().to_owned()).collect();
         assert_eq!(orders.len(), 1);
-        assert_eq!(app.stock(&staff, "TWIN-1").await["on_hand"], 9);
+        let stock = app.stock(&staff, "TWIN-1").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(9), Some(0)));
+        // Once finished, the key replays the winner's answer to everyone.
+        let winner = answers.iter().find(|a| a.status == 201).unwrap();
+        let replay = app.checkout(&guest, "same-key", "tok_ok").await;
+        assert_eq!((replay.status.as_u16(), &replay.body), (201, &winner.body));
+        app.assert_ledger_reconciles(&staff).await;
+    }
+
+    async fn a_flash_sale_with_pending_payments_holds_exactly_the_stock(app: TestApp) {
+        let staff = app.owner_token().await;
+        german_rates(&app, &staff).await;
+        stocked_product(&app, &staff, "Drop", &[("DROP-1", 5000, 100)]).await;
+        let mut buyers = Vec::new();
+        for _ in 0..300 {
+            let guest = app.guest_cart().await;
+            app.add_to_cart(&guest, "DROP-1", 1).await;
+            buyers.push(guest);
+        }
+        let keys: Vec<String> = (0..buyers.len()).map(|i| format!("drop-{i}")).collect();
+        let answers = join_all(buyers.iter().zip(&keys).map(|(g, k)| app.checkout(g, k, "tok_pending"))).await;
+        assert!(answers.iter().all(|a| !a.status.is_server_error()));
+        assert_eq!(answers.iter().filter(|a| a.status == 201).count(), 100);
+        // Held, not sold: everything is reserved until the payments arrive.
+        let stock = app.stock(&staff, "DROP-1").await;
+        assert_eq!(
+            (stock["on_hand"].as_i64(), stock["reserved"].as_i64(), stock["available"].as_i64()),
+            (Some(100), Some(100), Some(0))
+        );
+        // None arrive: the reservations run out and every unit is back.
+        let later = mercato::store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+        assert_eq!(mercato::ops::checkout::expire_due(&app.store, &later).await.unwrap(), 100);
+        let stock = app.stock(&staff, "DROP-1").await;
+        assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(100), Some(0)));
+        app.assert_ledger_reconciles(&staff).await;
     }
 
     on_both_databases!(
         a_thousand_buyers_for_a_hundred_units_make_exactly_a_hundred_orders,
         carts_sharing_variants_in_any_order_neither_deadlock_nor_oversell,
         one_idempotency_key_sent_twice_at_once_places_one_order,
+        a_flash_sale_with_pending_payments_holds_exactly_the_stock,
     );
 }
