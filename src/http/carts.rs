@@ -114,9 +114,15 @@ pub async fn checkout(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}"));
-    let ctx = state.checkout_context();
-    let (status, body) = checkout::checkout(&ctx, id, &shopper, key, &body).await?;
+    let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    // Run to the end even if the client hangs up: a checkout stopped between the
+    // provider's answer and the order's update would leave the two disagreeing.
+    let (status, body) = tokio::spawn(async move {
+        let ctx = state.checkout_context();
+        checkout::checkout(&ctx, id, &shopper, key.as_deref(), &body).await
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("checkout task failed: {e}")))??;
     let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
     Ok((status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response())
 }
