@@ -178,6 +178,14 @@ impl Settings {
                     .into(),
             ));
         }
+        // A checkout must finish well within the idempotency lease, or a retry could
+        // take its key over while it still runs.
+        let lease = crate::store::idempotency::LEASE_SECS.unsigned_abs();
+        if self.request_timeout_secs + self.payment_timeout_secs >= lease {
+            return Err(ConfigError::Invalid(format!(
+                "MERCATO_REQUEST_TIMEOUT_SECS + MERCATO_PAYMENT_TIMEOUT_SECS must stay under {lease} s (the idempotency lease)"
+            )));
+        }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid("MERCATO_REQUEST_TIMEOUT_SECS must be at least 1".into()));
         }

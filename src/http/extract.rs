@@ -129,10 +129,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let token = bearer(parts).ok_or(ApiError::Unauthorized("missing_token"))?;
-        let claims = state.tokens.verify(Audience::Staff, token).map_err(|e| match e {
-            TokenError::Expired => ApiError::Unauthorized("token_expired"),
-            TokenError::Invalid => ApiError::Unauthorized("invalid_token"),
-        })?;
+        let claims = state.tokens.verify(Audience::Staff, token).map_err(token_error)?;
         // The role is read from the database, not the token, so a demotion or a
         // deactivation takes effect on the next request.
         let member =
@@ -141,6 +138,13 @@ where
             return Err(ApiError::Forbidden(P::PERMISSION.scope()));
         }
         Ok(Staff { id: member.id, role: member.role, request_id: request_id(parts), _permission: PhantomData })
+    }
+}
+
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Expired => ApiError::Unauthorized("token_expired"),
+        TokenError::Invalid => ApiError::Unauthorized("invalid_token"),
     }
 }
 
@@ -201,10 +205,7 @@ where
 }
 
 async fn customer_from_token(state: &AppState, token: &str) -> Result<Uuid, ApiError> {
-    let claims = state.tokens.verify(Audience::Customer, token).map_err(|e| match e {
-        TokenError::Expired => ApiError::Unauthorized("token_expired"),
-        TokenError::Invalid => ApiError::Unauthorized("invalid_token"),
-    })?;
+    let claims = state.tokens.verify(Audience::Customer, token).map_err(token_error)?;
     state.store.customer_by_id(claims.sub).await?.map(|c| c.id).ok_or(ApiError::Unauthorized("invalid_token"))
 }
 

@@ -49,7 +49,7 @@ pub async fn test_webhook(State(state): State<AppState>, headers: HeaderMap, bod
     let inbox = InboxEntry { provider: NAME, event_id: &event.id, event_type: &event.kind, payload: &payload };
     let actor = Actor { kind: "provider", id: None, request_id: None };
     match state.store.apply_provider_event(order_id, transition, &actor, inbox).await {
-        Ok(Applied::Done) => {
+        Ok(Applied::Done(_)) => {
             let status = if transition == OrderEvent::PaymentSucceeded { "succeeded" } else { "failed" };
             state.store.set_payment_status(order_id, status, None).await?;
             Ok(Json(WebhookAnswer { status: "applied" }))

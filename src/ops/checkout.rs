@@ -330,7 +330,7 @@ fn shopper_actor(shopper: &Shopper) -> Actor {
 /// of a placed order and moves the order on according to the result.
 async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResult<(StatusCode, String)> {
     let input: CheckoutInput = crate::http::extract::parse_json(body)?;
-    let order = ctx.store.order(order_id).await?.ok_or(ApiError::NotFound("order"))?;
+    let mut order = ctx.store.order(order_id).await?.ok_or(ApiError::NotFound("order"))?;
     let provider = ctx
         .providers
         .iter()
@@ -384,10 +384,9 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
         }
     };
     ctx.store.set_payment_status(order.id, status, reference.as_deref()).await?;
-    let order = match event {
-        Some(e) => ctx.store.apply_order_event(order.id, e, &system, &reason).await.map_err(order_error)?,
-        None => order,
-    };
+    if let Some(e) = event {
+        order.status = ctx.store.apply_order_event(order.id, e, &system, &reason).await.map_err(order_error)?;
+    }
     if status == "declined" {
         return Err(ApiError::PaymentDeclined(order.number));
     }

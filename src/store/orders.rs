@@ -95,7 +95,8 @@ pub struct InboxEntry<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
-    Done,
+    /// Applied; the order's new status.
+    Done(OrderStatus),
     /// The event was applied before.
     Duplicate,
 }
@@ -125,6 +126,23 @@ impl From<sqlx::Error> for OrderError {
 
 const SELECT_ORDER: &str = "SELECT id, number, status, customer_id, email, currency, tax_mode, subtotal, shipping_total, tax_total,
     grand_total, shipping_option_id, shipping_address, billing_address, reserved_until, created_at, access_token_hash FROM orders";
+
+/// Stores a provider event by its id; false when it was stored before.
+async fn store_in_inbox(tx: &mut Tx, e: InboxEntry<'_>) -> StoreResult<bool> {
+    let fresh = sqlx::query(
+        "INSERT INTO webhook_inbox (provider, event_id, event_type, payload, received_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (provider, event_id) DO NOTHING",
+    )
+    .bind(e.provider)
+    .bind(e.event_id)
+    .bind(e.event_type)
+    .bind(e.payload)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(fresh == 1)
+}
 
 async fn insert_outbox(tx: &mut Tx, topic: &str, payload: serde_json::Value) -> StoreResult<()> {
     sqlx::query("INSERT INTO outbox (id, topic, payload, created_at) VALUES ($1, $2, $3, $4)")
@@ -311,10 +329,12 @@ impl Store {
         event: OrderEvent,
         actor: &Actor,
         reason: &str,
-    ) -> Result<Order, OrderError> {
-        // Without an inbox entry there is nothing to be a duplicate of.
-        self.apply_event(order_id, event, actor, reason, None).await?;
-        Ok(self.order(order_id).await?.ok_or(StoreError::NotFound("order"))?)
+    ) -> Result<OrderStatus, OrderError> {
+        match self.apply_event(order_id, event, actor, reason, None).await? {
+            Applied::Done(status) => Ok(status),
+            // Only an inbox entry can be a duplicate, and none was given.
+            Applied::Duplicate => Err(OrderError::Store(StoreError::Corrupt("a duplicate without an inbox entry".into()))),
+        }
     }
 
     /// Applies a provider's event exactly once: the event id goes into the inbox in
@@ -338,31 +358,17 @@ impl Store {
         inbox: Option<InboxEntry<'_>>,
     ) -> Result<Applied, OrderError> {
         let mut tx = self.begin().await?;
-        if let Some(e) = inbox {
-            let fresh = sqlx::query(
-                "INSERT INTO webhook_inbox (provider, event_id, event_type, payload, received_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (provider, event_id) DO NOTHING",
-            )
-            .bind(e.provider)
-            .bind(e.event_id)
-            .bind(e.event_type)
-            .bind(e.payload)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fresh == 0 {
-                return Ok(Applied::Duplicate);
-            }
+        if let Some(e) = inbox
+            && !store_in_inbox(&mut tx, e).await?
+        {
+            return Ok(Applied::Duplicate);
         }
-        if self.dialect == super::Dialect::Postgres {
-            sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE").bind(order_id.to_string()).execute(&mut *tx).await?;
-        }
-        let row = sqlx::query("SELECT status, cart_id FROM orders WHERE id = $1")
-            .bind(order_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("order"))?;
+        let lock = match self.dialect {
+            super::Dialect::Postgres => "SELECT status, cart_id FROM orders WHERE id = $1 FOR UPDATE",
+            super::Dialect::Sqlite => "SELECT status, cart_id FROM orders WHERE id = $1",
+        };
+        let row =
+            sqlx::query(lock).bind(order_id.to_string()).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound("order"))?;
         let status_text = text(&row, "status")?;
         let from = OrderStatus::parse(&status_text).ok_or_else(|| StoreError::Corrupt(format!("order status {status_text}")))?;
         let to = transition(from, event)?;
@@ -386,7 +392,7 @@ impl Store {
         record_event(&mut tx, order_id, Some(from), to, actor, reason).await?;
         insert_outbox(&mut tx, &format!("order.{}", to.as_str()), serde_json::json!({"order_id": order_id})).await?;
         tx.commit().await?;
-        Ok(Applied::Done)
+        Ok(Applied::Done(to))
     }
 
     /// A provider event for an order that has already moved on (a success after
@@ -395,19 +401,7 @@ impl Store {
     /// so the money is never forgotten. Returns false for a redelivery.
     pub async fn record_late_payment_event(&self, order_id: Uuid, succeeded: bool, inbox: InboxEntry<'_>) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO webhook_inbox (provider, event_id, event_type, payload, received_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (provider, event_id) DO NOTHING",
-        )
-        .bind(inbox.provider)
-        .bind(inbox.event_id)
-        .bind(inbox.event_type)
-        .bind(inbox.payload)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fresh == 0 {
+        if !store_in_inbox(&mut tx, inbox).await? {
             return Ok(false);
         }
         if succeeded {
