@@ -33,9 +33,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("this route does not accept that method")]
     MethodNotAllowed,
-    /// 410: the resource existed but is no longer usable (an expired cart).
-    #[error("{0}")]
-    Gone(&'static str),
+    /// 410: the cart existed but is past its lifetime.
+    #[error("this cart has expired; start a new one")]
+    CartExpired,
     /// 422 about the request as a whole rather than a field.
     #[error("{detail}")]
     Unprocessable { code: &'static str, detail: String },
@@ -87,7 +87,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Gone(code) => (StatusCode::GONE, code),
+            ApiError::CartExpired => (StatusCode::GONE, "cart_expired"),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::PaymentDeclined(_) => (StatusCode::PAYMENT_REQUIRED, "payment_declined"),
             ApiError::PaymentUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "payment_unavailable"),
@@ -136,6 +136,18 @@ impl IntoResponse for ApiError {
                 errors = fields.clone();
                 Some(detail.clone())
             }
+            ApiError::Unauthorized(code) => Some(
+                match *code {
+                    "missing_token" => "send `Authorization: Bearer <access token>`",
+                    "token_expired" => "the access token has expired; refresh it",
+                    "invalid_token" => "the access token is not valid here",
+                    "invalid_credentials" => "the e-mail or the password is wrong",
+                    "invalid_refresh_token" => "the refresh token is unknown, expired or revoked",
+                    "refresh_token_reused" => "this refresh token was already used; the session has been ended, log in again",
+                    other => other,
+                }
+                .to_owned(),
+            ),
             ApiError::Forbidden(permission) => {
                 required_permission = Some((*permission).to_owned());
                 Some(format!("this action needs the `{permission}` permission"))

@@ -149,7 +149,7 @@ pub async fn authorize_open(store: &Store, cart_id: Uuid, shopper: &Shopper) -> 
         return Err(ApiError::conflict("cart_closed", None, "this cart was checked out or merged; start a new one"));
     }
     if cart.expires_at <= now() {
-        return Err(ApiError::Gone("cart_expired"));
+        return Err(ApiError::CartExpired);
     }
     Ok(cart)
 }

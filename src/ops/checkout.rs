@@ -195,7 +195,7 @@ async fn place_and_pay(
         return Err(ApiError::conflict("cart_closed", None, "this cart was checked out or merged"));
     }
     if cart.expires_at <= crate::store::now() {
-        return Err(ApiError::Gone("cart_expired"));
+        return Err(ApiError::CartExpired);
     }
     let destination = Destination { country: Some(shipping_address.country.clone()), region: shipping_address.region.clone() };
     let (priced, shipping_error) = carts::price(ctx.store, cart, &destination, input.shipping_option_id, &ctx.carts).await?;

@@ -321,8 +321,8 @@ impl Store {
     /// Applies a named event to an order. The status update is a compare-and-set,
     /// so of two concurrent events only one applies; the loser sees the new status
     /// and is judged against it. Leaving `pending_payment` settles the reservations:
-    /// committed when paid, released otherwise (and the cart reopens after a failed
-    /// payment, so the shopper can try again).
+    /// committed when paid, released otherwise (and then the cart reopens, so the
+    /// shopper can try again).
     pub async fn apply_order_event(
         &self,
         order_id: Uuid,
@@ -382,7 +382,9 @@ impl Store {
         if from.holds_reservation() && !to.holds_reservation() {
             inventory::settle_reservations(&mut tx, order_id, to == OrderStatus::Paid, to.as_str(), actor).await?;
         }
-        if to == OrderStatus::PaymentFailed {
+        // The goods went back to stock without a sale: give the shopper their cart
+        // back, so coming back later to pay is one checkout away.
+        if matches!(to, OrderStatus::PaymentFailed | OrderStatus::Expired | OrderStatus::Cancelled) {
             sqlx::query("UPDATE carts SET status = 'open', updated_at = $1 WHERE id = $2 AND status = 'checked_out'")
                 .bind(now())
                 .bind(text(&row, "cart_id")?)

@@ -349,6 +349,9 @@ async fn unpaid_reservations_expire_and_a_late_payment_is_kept_for_refund(app: T
     assert_eq!(app.admin_get(&format!("/v1/admin/orders/{id}"), &staff).await.expect(200)["status"], "expired");
     let stock = app.stock(&staff, "DUV-1").await;
     assert_eq!((stock["on_hand"].as_i64(), stock["reserved"].as_i64()), (Some(2), Some(0)));
+    // The cart is open again for a later try.
+    let cart = app.cart_request(Method::GET, &format!("/v1/carts/{}", guest.cart), &guest, None).await.expect(200);
+    assert_eq!(cart["status"], "open");
     // The money arrives after all: the order stays expired, the payment is marked
     // for a refund and announced on the outbox, once.
     let reference = pending["payment"]["reference"].as_str().unwrap();
