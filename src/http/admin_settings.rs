@@ -6,12 +6,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::extract::{ApiJson, PathId, Staff, perm};
+use super::extract::{ApiJson, Staff, perm};
 use crate::domain::money::Currency;
 use crate::domain::shipping::{Rate, check_rate, parse_country};
 use crate::domain::validation::{FieldErrors, required_text};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::store::orders::{Order, OrderHistoryEntry};
 use crate::store::rates::{NewShippingOption, ShippingOption, TaxRate};
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -121,32 +120,4 @@ pub async fn put_tax(
         }
         _ => Err(ApiError::Validation(errors.into_vec())),
     }
-}
-
-/// One order with its lines and totals.
-#[utoipa::path(get, path = "/v1/admin/orders/{id}", tag = "admin-orders", params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = Order), (status = 404, body = Problem)), security(("staff_token" = ["orders:read"])))]
-pub async fn get_order(
-    _staff: Staff<perm::OrdersRead>,
-    State(state): State<AppState>,
-    PathId(id): PathId,
-) -> ApiResult<Json<Order>> {
-    Ok(Json(state.store.order(id).await?.ok_or(ApiError::NotFound("order"))?))
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct OrderHistory {
-    pub items: Vec<OrderHistoryEntry>,
-}
-
-/// Every status change of an order: from, to, who, why, when.
-#[utoipa::path(get, path = "/v1/admin/orders/{id}/history", tag = "admin-orders", params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = OrderHistory), (status = 404, body = Problem)), security(("staff_token" = ["orders:read"])))]
-pub async fn order_history(
-    _staff: Staff<perm::OrdersRead>,
-    State(state): State<AppState>,
-    PathId(id): PathId,
-) -> ApiResult<Json<OrderHistory>> {
-    state.store.order(id).await?.ok_or(ApiError::NotFound("order"))?;
-    Ok(Json(OrderHistory { items: state.store.order_history(id).await? }))
 }

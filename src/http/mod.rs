@@ -4,6 +4,7 @@
 
 pub mod admin_catalog;
 pub mod admin_inventory;
+pub mod admin_orders;
 pub mod admin_settings;
 pub mod admin_staff;
 pub mod cache;
@@ -146,8 +147,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_inventory::level, admin_inventory::set_threshold))
         .routes(routes!(admin_settings::list_shipping, admin_settings::create_shipping))
         .routes(routes!(admin_settings::list_tax, admin_settings::put_tax))
-        .routes(routes!(admin_settings::get_order))
-        .routes(routes!(admin_settings::order_history))
+        .routes(routes!(admin_orders::list_orders))
+        .routes(routes!(admin_orders::get_order))
+        .routes(routes!(admin_orders::order_history))
         .routes(routes!(customers::register))
         .routes(routes!(customers::login))
         .routes(routes!(customers::refresh))

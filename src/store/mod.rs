@@ -118,6 +118,7 @@ migrations! {
     1 => "0001_catalog_and_staff",
     2 => "0002_catalog_constraints",
     3 => "0003_customers_inventory_checkout",
+    4 => "0004_order_admin_indexes",
 }
 
 impl Store {

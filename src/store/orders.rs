@@ -300,6 +300,49 @@ impl Store {
         Ok(Some((order_row(&r, lines)?, text(&r, "access_token_hash")?)))
     }
 
+    /// Orders for staff, newest first, filtered and keyset-paged by id.
+    pub async fn list_orders(&self, f: &OrderFilter) -> StoreResult<Vec<OrderSummary>> {
+        let mut q =
+            SqlBuilder::new("SELECT id, number, status, email, currency, grand_total, created_at FROM orders WHERE 1 = 1");
+        if let Some(s) = f.status {
+            q.push(" AND status = ").bind(s.as_str());
+        }
+        if let Some(e) = &f.email {
+            q.push(" AND email = ").bind(e.as_str());
+        }
+        if let Some(from) = &f.created_from {
+            q.push(" AND created_at >= ").bind(from.as_str());
+        }
+        if let Some(to) = &f.created_to {
+            q.push(" AND created_at < ").bind(to.as_str());
+        }
+        if let Some(min) = f.total_min {
+            q.push(" AND grand_total >= ").bind(min);
+        }
+        if let Some(max) = f.total_max {
+            q.push(" AND grand_total <= ").bind(max);
+        }
+        if let Some(before) = f.before {
+            q.push(" AND id < ").bind(before.to_string());
+        }
+        q.push(" ORDER BY id DESC LIMIT ").bind(f.limit);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let status = text(r, "status")?;
+                Ok(OrderSummary {
+                    id: id(r, "id")?,
+                    number: text(r, "number")?,
+                    status: OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))?,
+                    email: text(r, "email")?,
+                    currency: text(r, "currency")?,
+                    grand_total: int(r, "grand_total")?,
+                    created_at: text(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
     /// A customer's orders, newest first, keyset-paged by id.
     pub async fn orders_of_customer(&self, customer_id: Uuid, before: Option<Uuid>, limit: i64) -> StoreResult<Vec<Order>> {
         let mut q = SqlBuilder::new("SELECT id FROM orders WHERE customer_id = ");
@@ -456,6 +499,31 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Filters of the staff order list; every field narrows it.
+#[derive(Debug, Default, Clone)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub email: Option<String>,
+    /// Stored-format times (see `store::format_time`): `created_from <= created_at < created_to`.
+    pub created_from: Option<String>,
+    pub created_to: Option<String>,
+    pub total_min: Option<i64>,
+    pub total_max: Option<i64>,
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderSummary {
+    pub id: Uuid,
+    pub number: String,
+    pub status: OrderStatus,
+    pub email: String,
+    pub currency: String,
+    pub grand_total: i64,
+    pub created_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -573,7 +573,48 @@ async fn stock_adjustments_are_ledgered_guarded_and_reconciled(app: TestApp) {
     assert!(err.is_err(), "the check constraint must hold");
 }
 
+async fn staff_list_orders_by_status_email_time_and_total(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Cup", &[("CUP-1", 1000, 50)]).await;
+    let mut placed = Vec::new();
+    for (i, token) in ["tok_ok", "tok_ok", "tok_pending", "tok_ok"].iter().enumerate() {
+        let guest = app.guest_cart().await;
+        app.add_to_cart(&guest, "CUP-1", i as i64 + 1).await;
+        placed.push(app.checkout(&guest, &format!("l-{i}"), token).await.expect(201));
+    }
+    let support = app.token_for(mercato::domain::rbac::Role::Support).await;
+    let all = app.admin_get("/v1/admin/orders", &support).await.expect(200);
+    let numbers: Vec<_> = all["items"].as_array().unwrap().iter().map(|o| o["number"].clone()).collect();
+    let expected: Vec<_> = placed.iter().rev().map(|p| p["order"]["number"].clone()).collect();
+    assert_eq!(numbers, expected, "newest first");
+    let paid = app.admin_get("/v1/admin/orders?status=paid", &staff).await.expect(200);
+    assert_eq!(paid["items"].as_array().unwrap().len(), 3);
+    let pending = app.admin_get("/v1/admin/orders?status=pending_payment&email=ANN@example.com", &staff).await.expect(200);
+    assert_eq!(pending["items"][0]["id"], placed[2]["order"]["id"]);
+    // Totals: 1, 2, 3 and 4 cups at 10.00, shipping 4.95 below 50.00.
+    let mid = app.admin_get("/v1/admin/orders?total_min=2500&total_max=3500", &staff).await.expect(200);
+    assert_eq!(mid["items"].as_array().unwrap().len(), 1);
+    assert_eq!(mid["items"][0]["grand_total"], 3495);
+    let none = app.admin_get("/v1/admin/orders?created_to=2000-01-01T00:00:00Z", &staff).await.expect(200);
+    assert_eq!(none["items"], json!([]));
+    let since = app.admin_get("/v1/admin/orders?created_from=2000-01-01T00:00:00%2B02:00", &staff).await.expect(200);
+    assert_eq!(since["items"].as_array().unwrap().len(), 4);
+    // Paging, then bad parameters.
+    let first = app.admin_get("/v1/admin/orders?limit=3", &staff).await.expect(200);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = app.admin_get(&format!("/v1/admin/orders?limit=3&cursor={cursor}"), &staff).await.expect(200);
+    assert_eq!(rest["items"][0]["id"], placed[0]["order"]["id"]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    app.admin_get("/v1/admin/orders?status=lost", &staff).await.problem(400, "invalid_status");
+    app.admin_get("/v1/admin/orders?created_from=yesterday", &staff).await.problem(400, "invalid_time");
+    app.admin_get("/v1/admin/orders?sort=total", &staff).await.problem(400, "invalid_query");
+    let catalog = app.token_for(mercato::domain::rbac::Role::CatalogManager).await;
+    app.admin_get("/v1/admin/orders", &catalog).await.problem(403, "forbidden");
+}
+
 on_both_databases!(
+    staff_list_orders_by_status_email_time_and_total,
     a_guest_checks_out_and_stock_moves_from_reserved_to_sold,
     a_declined_payment_releases_the_stock_and_reopens_the_cart,
     out_of_stock_names_each_short_line_and_holds_nothing,
