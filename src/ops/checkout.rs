@@ -130,11 +130,11 @@ pub async fn checkout(
             ctx.store.finish_idempotency_key(&scope, &key, status.as_u16(), &answer).await?;
             Ok((status, answer))
         }
-        Err(ApiError::Internal(e)) => {
-            // Nothing was committed under this key (or a retry resumes from the
-            // order): let a retry with the same key run again.
+        Err(e @ (ApiError::Internal(_) | ApiError::Unavailable)) => {
+            // A failure, not an answer: let a retry with the same key run again
+            // (from the start, or from the order if one was placed).
             ctx.store.release_idempotency_key(&scope, &key).await?;
-            Err(ApiError::Internal(e))
+            Err(e)
         }
         Err(client_error) => {
             let response = axum::response::IntoResponse::into_response(client_error);

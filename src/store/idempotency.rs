@@ -106,10 +106,17 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a key whose request failed before changing anything (a server
-    /// error), so the client's retry with the same key runs again.
+    /// Gives up a key after a server-side failure, so the client's retry with the
+    /// same key runs again at once: forgotten when nothing was placed under it,
+    /// otherwise its lease ends now and the retry resumes from the order.
     pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND state = 'running' AND order_id IS NULL")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("UPDATE idempotency_keys SET locked_until = $1 WHERE scope = $2 AND idem_key = $3 AND state = 'running'")
+            .bind(format_time(time::OffsetDateTime::now_utc() - time::Duration::seconds(1)))
             .bind(scope)
             .bind(key)
             .execute(&self.pool)

@@ -613,8 +613,32 @@ async fn staff_list_orders_by_status_email_time_and_total(app: TestApp) {
     app.admin_get("/v1/admin/orders", &catalog).await.problem(403, "forbidden");
 }
 
+async fn a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Kettle", &[("KET-1", 3000, 5)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "KET-1", 1).await;
+    let first = app.checkout(&guest, "r-1", "tok_ok").await.expect(201);
+    // Make the record look like the request died after the order transaction:
+    // still running, lease run out, no answer stored.
+    sqlx::query("UPDATE idempotency_keys SET state = 'running', response_status = NULL, response_body = NULL, locked_until = '2000-01-01T00:00:00.000000Z'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let resumed = app.checkout(&guest, "r-1", "tok_ok").await.expect(201);
+    // The same order, paid once; no second order, no second sale.
+    assert_eq!(resumed["order"]["id"], first["order"]["id"]);
+    assert_eq!(resumed["order"]["status"], "paid");
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM orders").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 1);
+    assert_eq!(app.stock(&staff, "KET-1").await["on_hand"], 4);
+    app.assert_ledger_reconciles(&staff).await;
+}
+
 on_both_databases!(
     staff_list_orders_by_status_email_time_and_total,
+    a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key,
     a_guest_checks_out_and_stock_moves_from_reserved_to_sold,
     a_declined_payment_releases_the_stock_and_reopens_the_cart,
     out_of_stock_names_each_short_line_and_holds_nothing,
