@@ -30,6 +30,12 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         demo_products: usize,
     },
+    /// Run job workers only (no HTTP): any number of these may share a database.
+    Worker {
+        /// How many workers in this process.
+        #[arg(long, default_value_t = 4)]
+        count: usize,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Fill an empty catalog.
@@ -117,6 +123,23 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 seed_demo(app.store(), demo_products).await?;
             }
             app.run_until_stopped().await
+        }
+        Command::Worker { count } => {
+            let store = connect(&settings).await?;
+            let workers = crate::jobs::spawn_workers(
+                &store,
+                &crate::jobs::Registry::default(),
+                count.max(1),
+                &crate::startup::worker_settings(&settings),
+            );
+            tracing::info!(workers = workers.len(), "job workers running");
+            crate::startup::shutdown_signal().await;
+            // A job cut off here is claimed again when its lease runs out.
+            for w in workers {
+                w.abort();
+            }
+            store.close().await;
+            Ok(())
         }
         Command::Migrate => {
             connect(&settings).await?;

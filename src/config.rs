@@ -62,6 +62,10 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Longest wait for a database connection before a request fails.
     pub database_acquire_timeout_secs: u64,
+    /// Job workers inside `mercato serve` (0: leave the queue to `mercato worker`).
+    pub workers: usize,
+    /// How long a worker holds a claimed job before others may take it over.
+    pub job_lease_secs: u64,
 }
 
 impl Default for Settings {
@@ -93,6 +97,8 @@ impl Default for Settings {
             test_payment_webhook_secret: None,
             public_url: None,
             database_acquire_timeout_secs: 10,
+            workers: 2,
+            job_lease_secs: 60,
         }
     }
 }

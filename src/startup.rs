@@ -15,6 +15,7 @@ use crate::domain::pricing::TaxMode;
 use crate::domain::signature;
 use crate::http::rate_limit::{InProcessLimiter, RateLimiter};
 use crate::http::{AppState, Shop, router};
+use crate::jobs;
 use crate::ops::carts::CartSettings;
 use crate::payments::PaymentProvider;
 use crate::payments::test_provider::TestProvider;
@@ -76,6 +77,10 @@ impl Application {
         let port = listener.local_addr()?.port();
         let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
         spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1)));
+        if settings.workers > 0 {
+            jobs::spawn_workers(&store, &jobs::Registry::default(), settings.workers, &worker_settings(settings));
+        }
+        jobs::spawn_queue_metrics(store.clone(), Duration::from_secs(15));
         Ok(Self { listener, router, store })
     }
 
@@ -102,6 +107,10 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+pub fn worker_settings(settings: &Settings) -> jobs::WorkerSettings {
+    jobs::WorkerSettings { lease: Duration::from_secs(settings.job_lease_secs.max(1)), ..jobs::WorkerSettings::default() }
 }
 
 /// Every `every`: releases the stock of orders whose payment never came, and
@@ -133,7 +142,7 @@ fn spawn_limiter_cleanup(limiter: Arc<InProcessLimiter>) {
     });
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

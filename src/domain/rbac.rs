@@ -32,11 +32,13 @@ pub enum Permission {
     StaffManage,
     /// Shipping options, tax rates and other shop-wide settings.
     SettingsManage,
+    /// The job queue: inspect jobs, retry dead ones.
+    JobsManage,
     AuditRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::CatalogRead,
         Permission::CatalogWrite,
         Permission::InventoryRead,
@@ -47,6 +49,7 @@ impl Permission {
         Permission::CustomersRead,
         Permission::StaffManage,
         Permission::SettingsManage,
+        Permission::JobsManage,
         Permission::AuditRead,
     ];
 
@@ -63,6 +66,7 @@ impl Permission {
             Permission::CustomersRead => "customers:read",
             Permission::StaffManage => "staff:manage",
             Permission::SettingsManage => "settings:manage",
+            Permission::JobsManage => "jobs:manage",
             Permission::AuditRead => "audit:read",
         }
     }

@@ -100,6 +100,7 @@ pub mod perm {
         OrdersRead => OrdersRead,
         StaffManage => StaffManage,
         SettingsManage => SettingsManage,
+        JobsManage => JobsManage,
         AuditRead => AuditRead,
     }
 }

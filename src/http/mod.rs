@@ -4,6 +4,7 @@
 
 pub mod admin_catalog;
 pub mod admin_inventory;
+pub mod admin_jobs;
 pub mod admin_orders;
 pub mod admin_settings;
 pub mod admin_staff;
@@ -99,6 +100,7 @@ impl AppState {
         (name = "admin-inventory", description = "Stock locations, levels, adjustments and the ledger"),
         (name = "admin-settings", description = "Shipping options and tax rates"),
         (name = "admin-orders", description = "Orders and their history"),
+        (name = "admin-jobs", description = "The durable job queue"),
         (name = "customers", description = "Customer accounts, addresses and order history"),
         (name = "carts", description = "Carts, checkout and order lookup"),
         (name = "payments", description = "Payment provider webhooks"),
@@ -147,6 +149,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_inventory::level, admin_inventory::set_threshold))
         .routes(routes!(admin_settings::list_shipping, admin_settings::create_shipping))
         .routes(routes!(admin_settings::list_tax, admin_settings::put_tax))
+        .routes(routes!(admin_jobs::list_jobs))
+        .routes(routes!(admin_jobs::retry_job))
         .routes(routes!(admin_orders::list_orders))
         .routes(routes!(admin_orders::get_order))
         .routes(routes!(admin_orders::order_history))

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod customers;
 pub mod idempotency;
 pub mod inventory;
+pub mod jobs;
 pub mod orders;
 pub mod payments;
 pub mod rates;
@@ -119,6 +120,7 @@ migrations! {
     2 => "0002_catalog_constraints",
     3 => "0003_customers_inventory_checkout",
     4 => "0004_order_admin_indexes",
+    5 => "0005_jobs",
 }
 
 impl Store {

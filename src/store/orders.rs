@@ -144,14 +144,9 @@ async fn store_in_inbox(tx: &mut Tx, e: InboxEntry<'_>) -> StoreResult<bool> {
     Ok(fresh == 1)
 }
 
+/// Announces an order event: a job in the queue, in the caller's transaction.
 async fn insert_outbox(tx: &mut Tx, topic: &str, payload: serde_json::Value) -> StoreResult<()> {
-    sqlx::query("INSERT INTO outbox (id, topic, payload, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(new_id().to_string())
-        .bind(topic)
-        .bind(payload.to_string())
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+    super::jobs::enqueue(tx, topic, payload).await?;
     Ok(())
 }
 

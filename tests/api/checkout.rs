@@ -359,7 +359,7 @@ async fn unpaid_reservations_expire_and_a_late_payment_is_kept_for_refund(app: T
     assert_eq!(deliver(&app, "evt_late", "payment.succeeded", reference).await.expect(200)["status"], "duplicate");
     let payment = app.store.payment_of(id).await.unwrap().unwrap();
     assert_eq!(payment.status, "refund_required");
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE topic = 'payment.refund_required'")
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE kind = 'payment.refund_required'")
         .fetch_one(app.store.pool())
         .await
         .unwrap();

@@ -98,6 +98,8 @@ pub fn test_settings() -> Settings {
         database_max_connections: 8,
         test_payment_webhook_secret: Some(crate::checkout::WEBHOOK_SECRET.into()),
         test_payment_latency_ms: 50,
+        // Tests start the job workers they need, so nothing races them for a job.
+        workers: 0,
         ..Settings::default()
     }
 }

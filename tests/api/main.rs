@@ -10,5 +10,6 @@ mod checkout;
 mod cli;
 mod concurrency;
 mod import;
+mod jobs;
 mod operations;
 mod rbac;

@@ -1,0 +1,129 @@
+//! Workers for the durable job queue. A worker claims due jobs with a lease,
+//! runs each through the handler registered for its kind, and records the
+//! outcome; a job whose worker dies mid-run is claimed again when its lease runs
+//! out. A job can therefore run more than once, never zero times: handlers must
+//! be idempotent (an effect keyed by the job's id or by the thing it acts on).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::domain::backoff::retry_delay;
+use crate::store::Store;
+use crate::store::jobs::Job;
+
+pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// What to do for one kind of job.
+pub trait JobHandler: Send + Sync {
+    fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a>;
+}
+
+/// Handlers by job kind. Kinds with no handler are events nobody subscribes to
+/// yet: they are acknowledged (marked done) so the queue does not grow.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn JobHandler>>,
+}
+
+impl Registry {
+    pub fn with(mut self, kind: &str, handler: Arc<dyn JobHandler>) -> Self {
+        self.handlers.insert(kind.to_owned(), handler);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// How long a claimed job is this worker's before others may take it over.
+    pub lease: Duration,
+    /// Pause between polls when the queue is empty.
+    pub idle_poll: Duration,
+    pub batch: i64,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_millis(500),
+            batch: 10,
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Claims and runs one batch; returns how many jobs it ran.
+pub async fn run_once(store: &Store, registry: &Registry, worker: &str, settings: &WorkerSettings) -> anyhow::Result<usize> {
+    let jobs = store.claim_jobs(worker, settings.batch, settings.lease).await?;
+    for job in &jobs {
+        let outcome = match registry.handlers.get(&job.kind) {
+            Some(handler) => handler.run(store, job).await,
+            None => {
+                tracing::debug!(job.id = %job.id, kind = %job.kind, "no handler for this event yet; acknowledged");
+                Ok(())
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                store.complete_job(job.id, worker).await?;
+                metrics::counter!("jobs_completed_total", "kind" => job.kind.clone()).increment(1);
+            }
+            Err(error) => {
+                let delay = retry_delay(job.attempts as u32, settings.retry_base, settings.retry_cap, rand::rng().random());
+                tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed");
+                metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
+                store.fail_job(job.id, worker, &error, delay).await?;
+            }
+        }
+    }
+    Ok(jobs.len())
+}
+
+/// Runs until the task is dropped: claim, run, and poll again when idle.
+pub async fn work(store: Store, registry: Registry, worker: String, settings: WorkerSettings) {
+    loop {
+        match run_once(&store, &registry, &worker, &settings).await {
+            Ok(0) => tokio::time::sleep(settings.idle_poll).await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, worker = %worker, "job worker could not reach the queue");
+                tokio::time::sleep(settings.idle_poll).await;
+            }
+        }
+    }
+}
+
+/// Starts `count` workers named after this process.
+pub fn spawn_workers(
+    store: &Store,
+    registry: &Registry,
+    count: usize,
+    settings: &WorkerSettings,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let host = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+    (0..count).map(|i| tokio::spawn(work(store.clone(), registry.clone(), format!("{host}-{i}"), settings.clone()))).collect()
+}
+
+/// Publishes queue depth and age as gauges, every `every`.
+pub fn spawn_queue_metrics(store: Store, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Ok(s) = store.queue_stats().await {
+                metrics::gauge!("jobs_queued").set(s.queued as f64);
+                metrics::gauge!("jobs_running").set(s.running as f64);
+                metrics::gauge!("jobs_dead").set(s.dead as f64);
+                metrics::gauge!("jobs_oldest_due_age_seconds").set(s.oldest_due_age_secs as f64);
+            }
+        }
+    });
+}

@@ -1,0 +1,145 @@
+//! The job queue against the real databases: a worker killed mid-job loses
+//! nothing and repeats no effect; failing jobs back off and end in the dead
+//! letters, from which staff can retry them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato::jobs::{JobFuture, JobHandler, Registry, WorkerSettings, run_once, work};
+use mercato::store::Store;
+use mercato::store::jobs::Job;
+use reqwest::Method;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::helpers::TestApp;
+
+/// Records its effect keyed by the job id (idempotent), after an optional gate.
+struct RecordEffect {
+    started: Arc<Notify>,
+    hold: bool,
+}
+
+impl JobHandler for RecordEffect {
+    fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
+        Box::pin(async move {
+            self.started.notify_one();
+            if self.hold {
+                // Stands for a slow side effect during which the worker dies.
+                std::future::pending::<()>().await;
+            }
+            sqlx::query("INSERT INTO test_effects (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING")
+                .bind(job.id.to_string())
+                .execute(store.pool())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+struct AlwaysFails;
+
+impl JobHandler for AlwaysFails {
+    fn run<'a>(&'a self, _store: &'a Store, _job: &'a Job) -> JobFuture<'a> {
+        Box::pin(async { Err("the provider said no".to_owned()) })
+    }
+}
+
+fn quick() -> WorkerSettings {
+    WorkerSettings {
+        lease: Duration::from_millis(300),
+        idle_poll: Duration::from_millis(20),
+        batch: 10,
+        retry_base: Duration::ZERO,
+        retry_cap: Duration::ZERO,
+    }
+}
+
+async fn a_worker_killed_mid_job_loses_nothing_and_repeats_no_effect(app: TestApp) {
+    sqlx::query("CREATE TABLE test_effects (job_id TEXT PRIMARY KEY)").execute(app.store.pool()).await.unwrap();
+    let job_id = app.store.enqueue_job("test.effect", json!({"n": 1})).await.unwrap();
+
+    let started = Arc::new(Notify::new());
+    let stuck = Registry::default().with("test.effect", Arc::new(RecordEffect { started: started.clone(), hold: true }));
+    let doomed = tokio::spawn(work(app.store.clone(), stuck, "doomed".into(), quick()));
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the first worker starts the job");
+    doomed.abort();
+    let _ = doomed.await;
+    assert_eq!(app.store.job(job_id).await.unwrap().unwrap().status, "running");
+
+    // Another worker takes the job over once the dead one's lease has run out.
+    let healthy =
+        Registry::default().with("test.effect", Arc::new(RecordEffect { started: Arc::new(Notify::new()), hold: false }));
+    let mut job = app.store.job(job_id).await.unwrap().unwrap();
+    for _ in 0..200 {
+        run_once(&app.store, &healthy, "rescuer", &quick()).await.unwrap();
+        job = app.store.job(job_id).await.unwrap().unwrap();
+        if job.status == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((job.status.as_str(), job.attempts), ("done", 2));
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM test_effects").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 1);
+}
+
+async fn failing_jobs_end_in_the_dead_letters_and_staff_can_retry_them(app: TestApp) {
+    let job_id = app.store.enqueue_job("test.fails", json!({})).await.unwrap();
+    let registry = Registry::default().with("test.fails", Arc::new(AlwaysFails));
+    for _ in 0..50 {
+        run_once(&app.store, &registry, "w", &quick()).await.unwrap();
+    }
+    let job = app.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, "dead");
+    assert_eq!(job.attempts, job.max_attempts);
+    assert_eq!(job.last_error.as_deref(), Some("the provider said no"));
+
+    let staff = app.owner_token().await;
+    let dead = app.admin_get("/v1/admin/jobs?status=dead", &staff).await.expect(200);
+    assert_eq!(dead["items"][0]["id"], job_id.to_string());
+    assert_eq!(dead["stats"]["dead"], 1);
+    let retried = app.send(Method::POST, &format!("/v1/admin/jobs/{job_id}/retry"), Some(&staff), None).await.expect(200);
+    assert_eq!((retried["status"].as_str(), retried["attempts"].as_i64()), (Some("queued"), Some(0)));
+    app.send(Method::POST, &format!("/v1/admin/jobs/{job_id}/retry"), Some(&staff), None).await.problem(409, "job_not_dead");
+    app.admin_get("/v1/admin/jobs?status=lost", &staff).await.problem(400, "invalid_status");
+    let analyst = app.token_for(mercato::domain::rbac::Role::Analyst).await;
+    app.admin_get("/v1/admin/jobs", &analyst).await.problem(403, "forbidden");
+}
+
+async fn checkout_events_are_queued_and_workers_work_them_off(app: TestApp) {
+    let staff = app.owner_token().await;
+    crate::checkout::german_rates(&app, &staff).await;
+    crate::checkout::stocked_product(&app, &staff, "Jar", &[("JAR-1", 800, 3)]).await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "JAR-1", 1).await;
+    app.checkout(&guest, "j-1", "tok_ok").await.expect(201);
+    let queued = app.admin_get("/v1/admin/jobs?status=queued", &staff).await.expect(200);
+    assert_eq!(queued["stats"]["queued"], 2, "{queued}");
+    // order.placed and order.paid were enqueued with the order; workers as
+    // `mercato serve` starts them acknowledge them (no subscriber yet): the queue drains.
+    let workers = mercato::jobs::spawn_workers(&app.store, &Registry::default(), 2, &quick());
+    let mut remaining = i64::MAX;
+    for _ in 0..250 {
+        let list = app.admin_get("/v1/admin/jobs", &staff).await.expect(200);
+        remaining = list["stats"]["queued"].as_i64().unwrap() + list["stats"]["running"].as_i64().unwrap();
+        if remaining == 0 {
+            let kinds: Vec<_> =
+                list["items"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap().to_owned()).collect();
+            assert!(kinds.contains(&"order.placed".to_owned()) && kinds.contains(&"order.paid".to_owned()), "{kinds:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(remaining, 0);
+    for w in workers {
+        w.abort();
+    }
+}
+
+on_both_databases!(
+    a_worker_killed_mid_job_loses_nothing_and_repeats_no_effect,
+    failing_jobs_end_in_the_dead_letters_and_staff_can_retry_them,
+    checkout_events_are_queued_and_workers_work_them_off,
+);
