@@ -85,6 +85,17 @@ pub enum LoadScenario {
         #[arg(long, default_value_t = 1_000_000)]
         stock: i64,
     },
+    /// Enqueues no-op jobs into this shop's database and drains them with workers
+    /// in this process; prints jobs/s and pick-up latency percentiles.
+    Queue {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Jobs claimed per statement.
+        #[arg(long, default_value_t = 10)]
+        batch: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +230,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 stock_per_variant: stock,
             })
             .await
+        }
+        Command::Loadtest { scenario: LoadScenario::Queue { jobs, workers, batch } } => {
+            let store = connect(&settings).await?;
+            crate::loadtest::queue(&store, jobs, workers.max(1), batch.max(1)).await
         }
         Command::Openapi => {
             println!("{}", crate::http::openapi().to_pretty_json()?);

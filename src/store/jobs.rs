@@ -86,28 +86,63 @@ impl Store {
         Ok(job_id)
     }
 
+    /// Enqueues many jobs of one kind at once (multi-row inserts), e.g. for a
+    /// queue benchmark or a backfill.
+    pub async fn enqueue_many(&self, kind: &str, payloads: &[serde_json::Value]) -> StoreResult<()> {
+        let ts = now();
+        for chunk in payloads.chunks(200) {
+            let mut q = SqlBuilder::new(
+                "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at) VALUES ",
+            );
+            q.bind_rows(chunk.iter().map(|p| {
+                vec![
+                    super::Arg::from(new_id().to_string()),
+                    kind.into(),
+                    p.to_string().into(),
+                    "queued".into(),
+                    0i64.into(),
+                    DEFAULT_MAX_ATTEMPTS.into(),
+                    ts.as_str().into(),
+                    ts.as_str().into(),
+                    ts.as_str().into(),
+                ]
+            }));
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     /// Claims up to `limit` due jobs for `worker`: queued ones whose time has come,
     /// and running ones whose lease ran out (their worker died).
     pub async fn claim_jobs(&self, worker: &str, limit: i64, lease: std::time::Duration) -> StoreResult<Vec<Job>> {
         let ts = now();
+        let mut tx = self.begin().await?;
+        // Jobs whose worker died go back to the queue first. Kept apart from the
+        // claim below so that each statement walks the (status, run_at) index in
+        // order instead of scanning every due row.
+        let mut revive = SqlBuilder::new(
+            "UPDATE jobs SET status = 'queued', locked_until = NULL WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND locked_until < ",
+        );
+        revive.bind(ts.as_str()).push(match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED)",
+            Dialect::Sqlite => ")",
+        });
+        revive.build().execute(&mut *tx).await?;
         let mut q = SqlBuilder::new("UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = ");
         q.bind(worker)
             .push(", locked_until = ")
             .bind(later(lease))
             .push(", updated_at = ")
             .bind(ts.as_str())
-            .push(" WHERE id IN (SELECT id FROM jobs WHERE (status = 'queued' AND run_at <= ")
+            .push(" WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ")
             .bind(ts.as_str())
-            .push(") OR (status = 'running' AND locked_until < ")
-            .bind(ts.as_str())
-            .push(") ORDER BY run_at LIMIT ")
+            .push(" ORDER BY run_at LIMIT ")
             .bind(limit);
         q.push(match self.dialect {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED) RETURNING ",
             Dialect::Sqlite => ") RETURNING ",
         });
         q.push(JOB_COLUMNS);
-        let mut tx = self.begin().await?;
         let rows = q.build().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(job_row).collect()
