@@ -1,6 +1,8 @@
-//! Rate limits per client and per class of route. The limiter is a trait so the
-//! in-process implementation (one process) can be swapped for a shared one
-//! (several instances behind a load balancer) without touching the middleware.
+//! Rate limits per client and per route: every (client, route) pair has its own
+//! budget, sized by the route's class (logins are the strictest). The limiter is a
+//! trait so the in-process implementation (one process) can be swapped for a
+//! shared one (several instances behind a load balancer) without touching the
+//! middleware.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -48,12 +50,15 @@ impl LimitClass {
 
 pub type Check<'a> = Pin<Box<dyn Future<Output = Result<(), Duration>> + Send + 'a>>;
 
+/// Whose budget a request draws from: a client on one route (method and matched path).
+pub type ClientRoute = (IpAddr, Arc<str>);
+
 /// Decides whether `key` may spend one unit of `class` now; `Err(wait)` when not.
 pub trait RateLimiter: Send + Sync {
-    fn check<'a>(&'a self, class: LimitClass, key: &'a IpAddr) -> Check<'a>;
+    fn check<'a>(&'a self, class: LimitClass, key: &'a ClientRoute) -> Check<'a>;
 }
 
-type Keyed = Governor<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
+type Keyed = Governor<ClientRoute, DefaultKeyedStateStore<ClientRoute>, DefaultClock>;
 
 /// Token buckets (GCRA) in this process's memory.
 pub struct InProcessLimiter {
@@ -84,7 +89,7 @@ impl InProcessLimiter {
 }
 
 impl RateLimiter for InProcessLimiter {
-    fn check<'a>(&'a self, class: LimitClass, key: &'a IpAddr) -> Check<'a> {
+    fn check<'a>(&'a self, class: LimitClass, key: &'a ClientRoute) -> Check<'a> {
         let limiter = match class {
             LimitClass::Login => &self.login,
             LimitClass::Read => &self.read,
@@ -105,8 +110,9 @@ pub async fn middleware(State(state): State<LimitState>, req: Request, next: Nex
     let Some(class) = LimitClass::of(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
-    let ip = client_ip(&req, state.trust_forwarded_for);
-    match state.limiter.check(class, &ip).await {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let key: ClientRoute = (client_ip(&req, state.trust_forwarded_for), Arc::from(format!("{} {route}", req.method())));
+    match state.limiter.check(class, &key).await {
         Ok(()) => next.run(req).await,
         Err(wait) => {
             metrics::counter!("http_rate_limited_total", "class" => format!("{class:?}").to_lowercase()).increment(1);
@@ -140,15 +146,16 @@ mod tests {
     async fn a_client_over_its_budget_is_told_when_to_come_back() {
         let settings = Settings { rate_limit_logins_per_minute: 2, ..Settings::default() };
         let limiter = InProcessLimiter::new(&settings);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let key = |ip: &str, route: &str| -> ClientRoute { (ip.parse().unwrap(), Arc::from(route)) };
+        let a = key("10.0.0.1", "POST /v1/admin/auth/login");
         assert!(limiter.check(LimitClass::Login, &a).await.is_ok());
         assert!(limiter.check(LimitClass::Login, &a).await.is_ok());
         let wait = limiter.check(LimitClass::Login, &a).await.unwrap_err();
         assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(30), "{wait:?}");
-        // Another client, and another class for the same client, have their own budgets.
-        assert!(limiter.check(LimitClass::Login, &b).await.is_ok());
-        assert!(limiter.check(LimitClass::Read, &a).await.is_ok());
+        // Another client, another route and another class each have their own budget.
+        assert!(limiter.check(LimitClass::Login, &key("10.0.0.2", "POST /v1/admin/auth/login")).await.is_ok());
+        assert!(limiter.check(LimitClass::Login, &key("10.0.0.1", "POST /v1/auth/login")).await.is_ok());
+        assert!(limiter.check(LimitClass::Read, &key("10.0.0.1", "GET /v1/products")).await.is_ok());
     }
 
     #[test]

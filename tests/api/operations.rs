@@ -84,8 +84,9 @@ async fn logins_are_rate_limited_with_retry_after() {
     // Refused requests are counted like any other.
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"route="/v1/admin/auth/login",status="429""#), "{metrics}");
-    // Reads have their own, larger budget.
+    // Reads have their own, larger budget, and every route its own.
     app.get("/v1/products").await.expect(200);
+    app.send(reqwest::Method::POST, "/v1/auth/login", None, Some(body.clone())).await.problem(401, "invalid_credentials");
     cleanup.run().await;
 }
 
