@@ -324,11 +324,10 @@ impl Store {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
-                let status = text(r, "status")?;
                 Ok(OrderSummary {
                     id: id(r, "id")?,
                     number: text(r, "number")?,
-                    status: OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))?,
+                    status: order_status(r)?,
                     email: text(r, "email")?,
                     currency: text(r, "currency")?,
                     grand_total: int(r, "grand_total")?,
@@ -407,8 +406,7 @@ impl Store {
         };
         let row =
             sqlx::query(lock).bind(order_id.to_string()).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound("order"))?;
-        let status_text = text(&row, "status")?;
-        let from = OrderStatus::parse(&status_text).ok_or_else(|| StoreError::Corrupt(format!("order status {status_text}")))?;
+        let from = order_status(&row)?;
         let to = transition(from, event)?;
         sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
             .bind(to.as_str())
@@ -531,12 +529,17 @@ pub struct OrderHistoryEntry {
     pub at: String,
 }
 
-fn order_row(r: &sqlx::any::AnyRow, lines: Vec<OrderLine>) -> StoreResult<Order> {
+/// The `status` column of an order row.
+fn order_status(r: &sqlx::any::AnyRow) -> StoreResult<OrderStatus> {
     let status = text(r, "status")?;
+    OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))
+}
+
+fn order_row(r: &sqlx::any::AnyRow, lines: Vec<OrderLine>) -> StoreResult<Order> {
     Ok(Order {
         id: id(r, "id")?,
         number: text(r, "number")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))?,
+        status: order_status(r)?,
         customer_id: opt_id(r, "customer_id")?,
         email: text(r, "email")?,
         currency: text(r, "currency")?,
