@@ -1,6 +1,7 @@
 //! Payment providers behind one trait, chosen by the `provider` a checkout names.
-//! Calls happen outside any database transaction; the provider's idempotency key
-//! is derived from the order id, so a retried start never charges twice.
+//! Calls happen outside any database transaction; every call carries an
+//! idempotency key derived from what it is for (the order, the refund), so a
+//! retried call never charges or refunds twice.
 
 pub mod test_provider;
 
@@ -34,17 +35,47 @@ pub enum PaymentStart {
     Pending { reference: String },
 }
 
+pub struct RefundRequest {
+    /// Our refund's id: the provider's idempotency key is derived from it.
+    pub refund_id: Uuid,
+    pub order_id: Uuid,
+    /// The provider's reference of the payment being refunded.
+    pub payment_reference: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+impl RefundRequest {
+    pub fn idempotency_key(&self) -> String {
+        format!("refund-{}", self.refund_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money is on its way back.
+    Succeeded { reference: String },
+    /// Accepted; the outcome arrives later by webhook.
+    Pending { reference: String },
+    /// Refused for good (nothing left to refund, payment disputed, ...).
+    Failed { reason: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("unknown payment token")]
     InvalidToken,
+    /// The outcome is unknown (timeout, 5xx, unreadable answer, circuit open):
+    /// the same call with the same idempotency key may be retried.
     #[error("the payment provider is unavailable: {0}")]
     Unavailable(String),
 }
 
-pub type Started<'a> = Pin<Box<dyn Future<Output = Result<PaymentStart, ProviderError>> + Send + 'a>>;
+pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+pub type Started<'a> = ProviderFuture<'a, PaymentStart>;
 
 pub trait PaymentProvider: Send + Sync {
     fn name(&self) -> &'static str;
     fn start<'a>(&'a self, request: &'a PaymentRequest) -> Started<'a>;
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> ProviderFuture<'a, RefundOutcome>;
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PaymentProvider, PaymentRequest, PaymentStart, ProviderError, Started};
+use super::{
+    PaymentProvider, PaymentRequest, PaymentStart, ProviderError, ProviderFuture, RefundOutcome, RefundRequest, Started,
+};
 use crate::domain::signature;
 
 pub const NAME: &str = "test";
@@ -112,6 +114,13 @@ impl PaymentProvider for TestProvider {
                 }
                 _ => Err(ProviderError::InvalidToken),
             }
+        })
+    }
+
+    fn refund<'a>(&'a self, request: &'a RefundRequest) -> ProviderFuture<'a, RefundOutcome> {
+        Box::pin(async move {
+            // Deterministic per refund, like a gateway answering the same idempotency key.
+            Ok(RefundOutcome::Succeeded { reference: format!("re_{}", request.refund_id.simple()) })
         })
     }
 }
