@@ -66,6 +66,8 @@ pub struct Settings {
     pub workers: usize,
     /// How long a worker holds a claimed job before others may take it over.
     pub job_lease_secs: u64,
+    /// Highest total of refunds (minor units) a `support` staff member may bring one order to.
+    pub support_refund_limit: i64,
 }
 
 impl Default for Settings {
@@ -99,6 +101,7 @@ impl Default for Settings {
             database_acquire_timeout_secs: 10,
             workers: 2,
             job_lease_secs: 60,
+            support_refund_limit: 10_000,
         }
     }
 }

@@ -39,6 +39,12 @@ pub enum ApiError {
     /// 422 about the request as a whole rather than a field.
     #[error("{detail}")]
     Unprocessable { code: &'static str, detail: String },
+    /// The order's state does not allow this; the answer lists what it allows.
+    #[error("{0}")]
+    InvalidTransition(crate::domain::order_status::TransitionError),
+    /// 403: the role may refund an order only up to a configured total.
+    #[error("with your role, refunds on one order may total at most {limit} (minor units); ask an owner")]
+    RefundLimitExceeded { limit: i64 },
     #[error("the payment was declined (order {0})")]
     PaymentDeclined(String),
     #[error("the payment provider is unavailable; nothing was charged and the items were released")]
@@ -89,6 +95,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::CartExpired => (StatusCode::GONE, "cart_expired"),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
+            ApiError::RefundLimitExceeded { .. } => (StatusCode::FORBIDDEN, "refund_limit_exceeded"),
             ApiError::PaymentDeclined(_) => (StatusCode::PAYMENT_REQUIRED, "payment_declined"),
             ApiError::PaymentUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "payment_unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -114,6 +122,11 @@ pub struct Problem {
     /// The permission a 403 was missing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_permission: Option<String>,
+    /// For `invalid_transition`: the order's status now and what it allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_status: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_events: Vec<&'static str>,
 }
 
 impl IntoResponse for ApiError {
@@ -121,6 +134,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let mut errors = Vec::new();
         let mut required_permission = None;
+        let (mut current_status, mut allowed_events) = (None, Vec::new());
         let detail = match &self {
             ApiError::Validation(fields) => {
                 errors = fields.clone();
@@ -152,6 +166,11 @@ impl IntoResponse for ApiError {
                 required_permission = Some((*permission).to_owned());
                 Some(format!("this action needs the `{permission}` permission"))
             }
+            ApiError::InvalidTransition(t) => {
+                current_status = Some(t.from.as_str().to_owned());
+                allowed_events = t.allowed();
+                Some(t.to_string())
+            }
             ApiError::Internal(err) => {
                 // The cause stays in the log (with the request id from the span); the client gets a code.
                 tracing::error!(error = ?err, "internal error");
@@ -166,6 +185,8 @@ impl IntoResponse for ApiError {
             detail,
             errors,
             required_permission,
+            current_status,
+            allowed_events,
         };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();

@@ -25,6 +25,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    registry: jobs::Registry,
 }
 
 impl Application {
@@ -45,9 +46,8 @@ impl Application {
         let test_secret = settings.resolve_test_payment_secret()?;
         let default_currency = Currency::parse(&settings.default_currency)?;
         let base_url = Arc::new(OnceLock::new());
-        let test_provider =
-            TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url.clone());
-        let providers: Arc<[Arc<dyn PaymentProvider>]> = Arc::from(vec![Arc::new(test_provider) as Arc<dyn PaymentProvider>]);
+        let providers = payment_providers(settings, base_url.clone())?;
+        let registry = job_registry(&providers);
         let shop = Shop {
             carts: CartSettings {
                 max_line_quantity: settings.max_line_quantity,
@@ -60,6 +60,7 @@ impl Application {
             // Separate derivations of one secret, so an order token is no signing key.
             order_secret: signature::keyed_hash(secret.as_bytes(), b"order-access").into_bytes(),
             test_payment_secret: test_secret.into_bytes(),
+            support_refund_limit: settings.support_refund_limit,
         };
         let state = AppState {
             store: store.clone(),
@@ -78,10 +79,10 @@ impl Application {
         let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
         spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1)));
         if settings.workers > 0 {
-            jobs::spawn_workers(&store, &jobs::Registry::default(), settings.workers, &worker_settings(settings));
+            jobs::spawn_workers(&store, &registry, settings.workers, &worker_settings(settings));
         }
         jobs::spawn_queue_metrics(store.clone(), Duration::from_secs(15));
-        Ok(Self { listener, router, store })
+        Ok(Self { listener, router, store, registry })
     }
 
     pub fn port(&self) -> u16 {
@@ -90,6 +91,11 @@ impl Application {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The job handlers this shop's workers run.
+    pub fn job_registry(&self) -> &jobs::Registry {
+        &self.registry
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting, lets in-flight
@@ -107,6 +113,23 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The payment providers this shop talks to. `base_url` is where the shop is
+/// reachable (known once the listener is bound), for providers that call back.
+pub fn payment_providers(
+    settings: &Settings,
+    base_url: Arc<OnceLock<String>>,
+) -> anyhow::Result<Arc<[Arc<dyn PaymentProvider>]>> {
+    let test_secret = settings.resolve_test_payment_secret()?;
+    let test_provider = TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url);
+    Ok(Arc::from(vec![Arc::new(test_provider) as Arc<dyn PaymentProvider>]))
+}
+
+/// What each kind of job does. Kinds not listed are events nobody subscribes to.
+pub fn job_registry(providers: &Arc<[Arc<dyn PaymentProvider>]>) -> jobs::Registry {
+    jobs::Registry::default()
+        .with(crate::ops::refunds::EXECUTE_JOB, Arc::new(crate::ops::refunds::ExecuteRefund { providers: providers.clone() }))
 }
 
 pub fn worker_settings(settings: &Settings) -> jobs::WorkerSettings {

@@ -105,6 +105,18 @@ impl Role {
     }
 }
 
+/// The highest total of refunds on one order that `role` may bring about
+/// (`None`: no limit). Support staff settle complaints up to a shop-set amount;
+/// anything larger needs an owner.
+pub fn refund_limit(role: Role, support_limit: i64) -> Option<i64> {
+    match role {
+        Role::Owner => None,
+        Role::Support => Some(support_limit),
+        _ if role.grants(Permission::OrdersRefund) => None,
+        _ => Some(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +144,12 @@ mod tests {
         assert!(Role::Fulfilment.grants(Permission::OrdersFulfil));
         assert!(!Role::Fulfilment.grants(Permission::OrdersRefund));
         assert!(!Role::Analyst.grants(Permission::CatalogWrite));
+    }
+
+    #[test]
+    fn only_support_is_limited_in_refunds() {
+        assert_eq!(refund_limit(Role::Owner, 5000), None);
+        assert_eq!(refund_limit(Role::Support, 5000), Some(5000));
+        assert_eq!(refund_limit(Role::Fulfilment, 5000), Some(0));
     }
 }

@@ -6,12 +6,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::AppState;
+use super::admin_order_actions::OrderDetail;
 use super::extract::{ApiQuery, PathId, Staff, perm};
 use crate::domain::cursor;
 use crate::domain::email::Email;
 use crate::domain::order_status::OrderStatus;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::store::orders::{Order, OrderFilter, OrderHistoryEntry, OrderSummary};
+use crate::store::orders::{OrderFilter, OrderHistoryEntry, OrderSummary};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -97,15 +98,15 @@ pub async fn list_orders(
     Ok(Json(OrderList { items, next_cursor }))
 }
 
-/// One order with its lines and totals.
+/// One order with its lines, totals, shipments, refunds and returns.
 #[utoipa::path(get, path = "/v1/admin/orders/{id}", tag = "admin-orders", params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = Order), (status = 404, body = Problem)), security(("staff_token" = ["orders:read"])))]
+    responses((status = 200, body = OrderDetail), (status = 404, body = Problem)), security(("staff_token" = ["orders:read"])))]
 pub async fn get_order(
     _staff: Staff<perm::OrdersRead>,
     State(state): State<AppState>,
     PathId(id): PathId,
-) -> ApiResult<Json<Order>> {
-    Ok(Json(state.store.order(id).await?.ok_or(ApiError::NotFound("order"))?))
+) -> ApiResult<Json<OrderDetail>> {
+    Ok(Json(super::admin_order_actions::order_detail(&state, id).await?))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

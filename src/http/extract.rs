@@ -98,6 +98,8 @@ pub mod perm {
         InventoryRead => InventoryRead,
         InventoryWrite => InventoryWrite,
         OrdersRead => OrdersRead,
+        OrdersFulfil => OrdersFulfil,
+        OrdersRefund => OrdersRefund,
         StaffManage => StaffManage,
         SettingsManage => SettingsManage,
         JobsManage => JobsManage,

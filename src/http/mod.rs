@@ -5,6 +5,7 @@
 pub mod admin_catalog;
 pub mod admin_inventory;
 pub mod admin_jobs;
+pub mod admin_order_actions;
 pub mod admin_orders;
 pub mod admin_settings;
 pub mod admin_staff;
@@ -67,6 +68,8 @@ pub struct Shop {
     pub order_secret: Vec<u8>,
     /// Verifies the `test` provider's webhooks.
     pub test_payment_secret: Vec<u8>,
+    /// Highest refund total per order for `support` staff (minor units).
+    pub support_refund_limit: i64,
 }
 
 impl AppState {
@@ -154,6 +157,13 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_orders::list_orders))
         .routes(routes!(admin_orders::get_order))
         .routes(routes!(admin_orders::order_history))
+        .routes(routes!(admin_order_actions::create_shipment))
+        .routes(routes!(admin_order_actions::deliver))
+        .routes(routes!(admin_order_actions::cancel))
+        .routes(routes!(admin_order_actions::create_refund))
+        .routes(routes!(admin_order_actions::request_return))
+        .routes(routes!(admin_order_actions::receive_return))
+        .routes(routes!(admin_order_actions::customer_return))
         .routes(routes!(customers::register))
         .routes(routes!(customers::login))
         .routes(routes!(customers::refresh))

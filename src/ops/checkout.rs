@@ -341,7 +341,6 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
         OrderStatus::PendingPayment => {}
         // Settled meanwhile (a resumed request whose first attempt got further):
         // answer as that attempt would have.
-        OrderStatus::Paid => return answer(ctx, &order, provider.name(), ("succeeded", None)),
         OrderStatus::PaymentFailed => return Err(ApiError::PaymentDeclined(order.number)),
         OrderStatus::Expired | OrderStatus::Cancelled => {
             return Err(ApiError::conflict(
@@ -350,6 +349,8 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
                 format!("order {} was {}", order.number, order.status.as_str()),
             ));
         }
+        // Paid and moved on since.
+        _ => return answer(ctx, &order, provider.name(), ("succeeded", None)),
     }
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
     let request = PaymentRequest {
@@ -409,7 +410,7 @@ fn answer(
 
 pub fn order_error(e: crate::store::orders::OrderError) -> ApiError {
     match e {
-        crate::store::orders::OrderError::Transition(t) => ApiError::conflict("invalid_transition", None, t.to_string()),
+        crate::store::orders::OrderError::Transition(t) => ApiError::InvalidTransition(t),
         crate::store::orders::OrderError::Store(s) => s.into(),
     }
 }

@@ -499,3 +499,52 @@ pub async fn settle_reservations(tx: &mut Tx, order_id: Uuid, commit: bool, reas
     }
     Ok(())
 }
+
+/// Puts sold goods of an order back on hand, where they were taken from: all of
+/// them (`None`, a cancelled sale) or the given (variant, quantity) pairs (a
+/// return). Each line is one movement in the ledger.
+pub async fn restock_order(
+    tx: &mut Tx,
+    order_id: Uuid,
+    items: Option<&[(Uuid, i64)]>,
+    reason: &str,
+    actor: &Actor,
+) -> StoreResult<()> {
+    let order = order_id.to_string();
+    let committed = sqlx::query(
+        "SELECT variant_id, location_id, quantity FROM reservations WHERE order_id = $1 AND status = 'committed' ORDER BY variant_id",
+    )
+    .bind(order.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut todo: Vec<(String, String, i64)> = Vec::new();
+    for r in &committed {
+        let (variant, location, sold) = (text(r, "variant_id")?, text(r, "location_id")?, int(r, "quantity")?);
+        let quantity = match items {
+            None => sold,
+            Some(items) => items.iter().filter(|(v, _)| v.to_string() == variant).map(|(_, q)| *q).sum::<i64>().min(sold),
+        };
+        if quantity > 0 {
+            todo.push((variant, location, quantity));
+        }
+    }
+    for (variant, location, quantity) in &todo {
+        sqlx::query("UPDATE stock_levels SET on_hand = on_hand + $1 WHERE variant_id = $2 AND location_id = $3")
+            .bind(*quantity)
+            .bind(variant.as_str())
+            .bind(location.as_str())
+            .execute(&mut **tx)
+            .await?;
+        let m = Movement {
+            variant_id: variant,
+            location_id: location,
+            kind: "restock",
+            delta_on_hand: *quantity,
+            delta_reserved: 0,
+            reason,
+            order_id: Some(&order),
+        };
+        record_movement(tx, m, actor).await?;
+    }
+    Ok(())
+}

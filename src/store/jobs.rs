@@ -40,16 +40,22 @@ pub struct QueueStats {
 /// Enqueues a job inside the caller's transaction, so it exists exactly when the
 /// change that asks for it does.
 pub async fn enqueue(tx: &mut Tx, kind: &str, payload: serde_json::Value) -> StoreResult<Uuid> {
+    enqueue_after(tx, kind, payload, std::time::Duration::ZERO).await
+}
+
+/// Enqueues a job due `delay` from now (a safety net behind work tried at once).
+pub async fn enqueue_after(tx: &mut Tx, kind: &str, payload: serde_json::Value, delay: std::time::Duration) -> StoreResult<Uuid> {
     let job_id = new_id();
     let ts = now();
     sqlx::query(
         "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at)
-         VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5)",
+         VALUES ($1, $2, $3, 'queued', 0, $4, $5, $6, $6)",
     )
     .bind(job_id.to_string())
     .bind(kind)
     .bind(payload.to_string())
     .bind(DEFAULT_MAX_ATTEMPTS)
+    .bind(later(delay))
     .bind(ts.as_str())
     .execute(&mut **tx)
     .await?;

@@ -12,12 +12,14 @@ pub mod audit;
 pub mod carts;
 pub mod catalog;
 pub mod customers;
+pub mod fulfilment;
 pub mod idempotency;
 pub mod inventory;
 pub mod jobs;
 pub mod orders;
 pub mod payments;
 pub mod rates;
+pub mod refunds;
 pub mod rows;
 pub mod staff;
 
@@ -121,6 +123,7 @@ migrations! {
     3 => "0003_customers_inventory_checkout",
     4 => "0004_order_admin_indexes",
     5 => "0005_jobs",
+    6 => "0006_order_lifecycle",
 }
 
 impl Store {

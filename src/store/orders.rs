@@ -12,7 +12,7 @@ use super::inventory::{self, Shortage};
 use super::rows::{id, int, json, opt_id, opt_text, text, to_json};
 use super::{SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
 use crate::domain::address::Address;
-use crate::domain::order_status::{OrderEvent, OrderStatus, TransitionError, transition};
+use crate::domain::order_status::{OrderEvent, OrderStatus, RefundStatus, TransitionError, refund_status, transition};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderLine {
@@ -25,6 +25,8 @@ pub struct OrderLine {
     pub unit_price: i64,
     pub line_total: i64,
     pub tax: i64,
+    pub shipped_quantity: i64,
+    pub returned_quantity: i64,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -42,6 +44,9 @@ pub struct Order {
     pub shipping_total: i64,
     pub tax_total: i64,
     pub grand_total: i64,
+    /// Money given back so far.
+    pub refunded_total: i64,
+    pub refund_status: RefundStatus,
     pub shipping_option_id: Option<Uuid>,
     pub shipping_address: Address,
     pub billing_address: Address,
@@ -125,7 +130,7 @@ impl From<sqlx::Error> for OrderError {
 }
 
 const SELECT_ORDER: &str = "SELECT id, number, status, customer_id, email, currency, tax_mode, subtotal, shipping_total, tax_total,
-    grand_total, shipping_option_id, shipping_address, billing_address, reserved_until, created_at, access_token_hash FROM orders";
+    grand_total, refunded_total, shipping_option_id, shipping_address, billing_address, reserved_until, created_at, access_token_hash FROM orders";
 
 /// Stores a provider event by its id; false when it was stored before.
 async fn store_in_inbox(tx: &mut Tx, e: InboxEntry<'_>) -> StoreResult<bool> {
@@ -145,12 +150,12 @@ async fn store_in_inbox(tx: &mut Tx, e: InboxEntry<'_>) -> StoreResult<bool> {
 }
 
 /// Announces an order event: a job in the queue, in the caller's transaction.
-async fn insert_outbox(tx: &mut Tx, topic: &str, payload: serde_json::Value) -> StoreResult<()> {
+pub(super) async fn insert_outbox(tx: &mut Tx, topic: &str, payload: serde_json::Value) -> StoreResult<()> {
     super::jobs::enqueue(tx, topic, payload).await?;
     Ok(())
 }
 
-async fn record_event(
+pub(super) async fn record_event(
     tx: &mut Tx,
     order_id: Uuid,
     from: Option<OrderStatus>,
@@ -173,6 +178,80 @@ async fn record_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// An order row, locked for the rest of the transaction: `FOR UPDATE` on
+/// PostgreSQL; on SQLite the transaction already holds the write lock.
+pub(super) struct LockedOrder {
+    pub id: Uuid,
+    pub status: OrderStatus,
+    pub cart_id: String,
+    pub currency: String,
+    pub grand_total: i64,
+    pub refunded_total: i64,
+}
+
+pub(super) async fn lock_order(tx: &mut Tx, dialect: super::Dialect, order_id: Uuid) -> StoreResult<LockedOrder> {
+    let sql = match dialect {
+        super::Dialect::Postgres => {
+            "SELECT status, cart_id, currency, grand_total, refunded_total FROM orders WHERE id = $1 FOR UPDATE"
+        }
+        super::Dialect::Sqlite => "SELECT status, cart_id, currency, grand_total, refunded_total FROM orders WHERE id = $1",
+    };
+    let row =
+        sqlx::query(sql).bind(order_id.to_string()).fetch_optional(&mut **tx).await?.ok_or(StoreError::NotFound("order"))?;
+    Ok(LockedOrder {
+        id: order_id,
+        status: order_status(&row)?,
+        cart_id: text(&row, "cart_id")?,
+        currency: text(&row, "currency")?,
+        grand_total: int(&row, "grand_total")?,
+        refunded_total: int(&row, "refunded_total")?,
+    })
+}
+
+/// Moves a locked order on by `event` and writes everything that goes with the
+/// move in the same transaction: stock (reservations settled, a cancelled sale
+/// restocked), the cart, the history row and the outbox event.
+pub(super) async fn apply_transition(
+    tx: &mut Tx,
+    order: &LockedOrder,
+    event: OrderEvent,
+    actor: &Actor,
+    reason: &str,
+) -> Result<OrderStatus, OrderError> {
+    let (from, to) = (order.status, transition(order.status, event)?);
+    if to != from {
+        sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(to.as_str())
+            .bind(now())
+            .bind(order.id.to_string())
+            .bind(from.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    if from.holds_reservation() && !to.holds_reservation() {
+        inventory::settle_reservations(tx, order.id, to == OrderStatus::Paid, to.as_str(), actor).await?;
+    }
+    if from == OrderStatus::Paid && to == OrderStatus::Cancelled {
+        inventory::restock_order(tx, order.id, None, "cancelled", actor).await?;
+    }
+    // The goods went back to stock without a sale: give the shopper their cart
+    // back, so coming back later to pay is one checkout away.
+    if from == OrderStatus::PendingPayment
+        && matches!(to, OrderStatus::PaymentFailed | OrderStatus::Expired | OrderStatus::Cancelled)
+    {
+        sqlx::query("UPDATE carts SET status = 'open', updated_at = $1 WHERE id = $2 AND status = 'checked_out'")
+            .bind(now())
+            .bind(order.cart_id.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    record_event(tx, order.id, Some(from), to, actor, reason).await?;
+    if to != from {
+        insert_outbox(tx, &format!("order.{}", to.as_str()), serde_json::json!({"order_id": order.id})).await?;
+    }
+    Ok(to)
 }
 
 impl Store {
@@ -272,7 +351,8 @@ impl Store {
         q.push(" WHERE id = ").bind(order_id.to_string());
         let Some(r) = q.build().fetch_optional(&self.pool).await? else { return Ok(None) };
         let lines = sqlx::query(
-            "SELECT id, variant_id, sku, title, options, quantity, unit_price, line_total, tax FROM order_lines WHERE order_id = $1 ORDER BY sku",
+            "SELECT id, variant_id, sku, title, options, quantity, unit_price, line_total, tax, shipped_quantity, returned_quantity
+             FROM order_lines WHERE order_id = $1 ORDER BY sku",
         )
         .bind(order_id.to_string())
         .fetch_all(&self.pool)
@@ -289,6 +369,8 @@ impl Store {
                 unit_price: int(l, "unit_price")?,
                 line_total: int(l, "line_total")?,
                 tax: int(l, "tax")?,
+                shipped_quantity: int(l, "shipped_quantity")?,
+                returned_quantity: int(l, "returned_quantity")?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
@@ -400,35 +482,8 @@ impl Store {
         {
             return Ok(Applied::Duplicate);
         }
-        let lock = match self.dialect {
-            super::Dialect::Postgres => "SELECT status, cart_id FROM orders WHERE id = $1 FOR UPDATE",
-            super::Dialect::Sqlite => "SELECT status, cart_id FROM orders WHERE id = $1",
-        };
-        let row =
-            sqlx::query(lock).bind(order_id.to_string()).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound("order"))?;
-        let from = order_status(&row)?;
-        let to = transition(from, event)?;
-        sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-            .bind(to.as_str())
-            .bind(now())
-            .bind(order_id.to_string())
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if from.holds_reservation() && !to.holds_reservation() {
-            inventory::settle_reservations(&mut tx, order_id, to == OrderStatus::Paid, to.as_str(), actor).await?;
-        }
-        // The goods went back to stock without a sale: give the shopper their cart
-        // back, so coming back later to pay is one checkout away.
-        if matches!(to, OrderStatus::PaymentFailed | OrderStatus::Expired | OrderStatus::Cancelled) {
-            sqlx::query("UPDATE carts SET status = 'open', updated_at = $1 WHERE id = $2 AND status = 'checked_out'")
-                .bind(now())
-                .bind(text(&row, "cart_id")?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        record_event(&mut tx, order_id, Some(from), to, actor, reason).await?;
-        insert_outbox(&mut tx, &format!("order.{}", to.as_str()), serde_json::json!({"order_id": order_id})).await?;
+        let order = lock_order(&mut tx, self.dialect, order_id).await?;
+        let to = apply_transition(&mut tx, &order, event, actor, reason).await?;
         tx.commit().await?;
         Ok(Applied::Done(to))
     }
@@ -548,6 +603,8 @@ fn order_row(r: &sqlx::any::AnyRow, lines: Vec<OrderLine>) -> StoreResult<Order>
         shipping_total: int(r, "shipping_total")?,
         tax_total: int(r, "tax_total")?,
         grand_total: int(r, "grand_total")?,
+        refunded_total: int(r, "refunded_total")?,
+        refund_status: refund_status(int(r, "grand_total")?, int(r, "refunded_total")?),
         shipping_option_id: opt_id(r, "shipping_option_id")?,
         shipping_address: json(r, "shipping_address")?,
         billing_address: json(r, "billing_address")?,
