@@ -146,6 +146,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 count.max(1),
                 &crate::startup::worker_settings(&settings),
             );
+            if settings.housekeeping {
+                let schedule = crate::ops::housekeeping::schedule(std::time::Duration::from_secs(settings.expiry_sweep_secs));
+                crate::ops::housekeeping::spawn_scheduler(store.clone(), schedule);
+            }
             tracing::info!(workers = workers.len(), "job workers running");
             crate::startup::shutdown_signal().await;
             // A job cut off here is claimed again when its lease runs out.

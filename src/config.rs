@@ -49,6 +49,8 @@ pub struct Settings {
     pub reservation_ttl_secs: u64,
     /// How often expired reservations are released.
     pub expiry_sweep_secs: u64,
+    /// Schedule housekeeping (expiry, purges, low-stock alerts) from this process.
+    pub housekeeping: bool,
     pub cart_ttl_days: u64,
     pub max_line_quantity: i64,
     /// Longest wait for a payment provider before the checkout fails with 503.
@@ -92,6 +94,7 @@ impl Default for Settings {
             prices_include_tax: true,
             reservation_ttl_secs: 15 * 60,
             expiry_sweep_secs: 30,
+            housekeeping: true,
             cart_ttl_days: 30,
             max_line_quantity: 100,
             payment_timeout_secs: 10,

@@ -17,6 +17,7 @@ use crate::http::rate_limit::{InProcessLimiter, RateLimiter};
 use crate::http::{AppState, Shop, router};
 use crate::jobs;
 use crate::ops::carts::CartSettings;
+use crate::ops::housekeeping;
 use crate::payments::PaymentProvider;
 use crate::payments::test_provider::TestProvider;
 use crate::store::Store;
@@ -77,7 +78,9 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr()?).await?;
         let port = listener.local_addr()?.port();
         let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
-        spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1)));
+        if settings.housekeeping {
+            housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule(Duration::from_secs(settings.expiry_sweep_secs)));
+        }
         if settings.workers > 0 {
             jobs::spawn_workers(&store, &registry, settings.workers, &worker_settings(settings));
         }
@@ -126,33 +129,16 @@ pub fn payment_providers(
     Ok(Arc::from(vec![Arc::new(test_provider) as Arc<dyn PaymentProvider>]))
 }
 
-/// What each kind of job does. Kinds not listed are events nobody subscribes to.
+/// What each kind of job does.
 pub fn job_registry(providers: &Arc<[Arc<dyn PaymentProvider>]>) -> jobs::Registry {
-    jobs::Registry::default()
+    let registry = jobs::Registry::default()
         .with(crate::ops::refunds::EXECUTE_JOB, Arc::new(crate::ops::refunds::ExecuteRefund { providers: providers.clone() }))
+        .with(crate::store::webhooks::DELIVER_JOB, Arc::new(crate::ops::webhooks::Deliver::new(Duration::from_secs(10))));
+    housekeeping::register(crate::ops::events::register(registry))
 }
 
 pub fn worker_settings(settings: &Settings) -> jobs::WorkerSettings {
     jobs::WorkerSettings { lease: Duration::from_secs(settings.job_lease_secs.max(1)), ..jobs::WorkerSettings::default() }
-}
-
-/// Every `every`: releases the stock of orders whose payment never came, and
-/// forgets idempotency answers older than a day.
-fn spawn_expiry_sweeper(store: Store, every: Duration) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            match crate::ops::checkout::expire_due(&store, &crate::store::now()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(orders = n, "expired unpaid orders and released their stock"),
-                Err(e) => tracing::warn!(error = %e, "releasing expired reservations failed"),
-            }
-            if let Err(e) = store.purge_idempotency_keys().await {
-                tracing::warn!(error = %e, "purging old idempotency keys failed");
-            }
-        }
-    });
 }
 
 fn spawn_limiter_cleanup(limiter: Arc<InProcessLimiter>) {

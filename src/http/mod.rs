@@ -9,6 +9,7 @@ pub mod admin_order_actions;
 pub mod admin_orders;
 pub mod admin_settings;
 pub mod admin_staff;
+pub mod admin_webhooks;
 pub mod cache;
 pub mod carts;
 pub mod catalog;
@@ -152,6 +153,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_inventory::level, admin_inventory::set_threshold))
         .routes(routes!(admin_settings::list_shipping, admin_settings::create_shipping))
         .routes(routes!(admin_settings::list_tax, admin_settings::put_tax))
+        .routes(routes!(admin_webhooks::list_subscriptions, admin_webhooks::create_subscription))
+        .routes(routes!(admin_webhooks::delete_subscription))
         .routes(routes!(admin_jobs::list_jobs))
         .routes(routes!(admin_jobs::retry_job))
         .routes(routes!(admin_orders::list_orders))

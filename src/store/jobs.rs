@@ -43,6 +43,27 @@ pub async fn enqueue(tx: &mut Tx, kind: &str, payload: serde_json::Value) -> Sto
     enqueue_after(tx, kind, payload, std::time::Duration::ZERO).await
 }
 
+/// Enqueues a job unless one with the same `dedupe_key` exists already (done or
+/// not): a schedule slot fired by several instances, or one event fanned out
+/// twice, makes one job. Returns whether this call created it.
+pub async fn enqueue_unique(tx: &mut Tx, kind: &str, payload: serde_json::Value, dedupe_key: &str) -> StoreResult<bool> {
+    let ts = now();
+    let created = sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at, dedupe_key)
+         VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(new_id().to_string())
+    .bind(kind)
+    .bind(payload.to_string())
+    .bind(DEFAULT_MAX_ATTEMPTS)
+    .bind(ts.as_str())
+    .bind(dedupe_key)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(created == 1)
+}
+
 /// Enqueues a job due `delay` from now (a safety net behind work tried at once).
 pub async fn enqueue_after(tx: &mut Tx, kind: &str, payload: serde_json::Value, delay: std::time::Duration) -> StoreResult<Uuid> {
     let job_id = new_id();
@@ -85,6 +106,14 @@ fn later(d: std::time::Duration) -> String {
 
 impl Store {
     /// Enqueues a job on its own (outside any other change).
+    /// See [`enqueue_unique`].
+    pub async fn enqueue_unique_job(&self, kind: &str, payload: serde_json::Value, dedupe_key: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let created = enqueue_unique(&mut tx, kind, payload, dedupe_key).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
     pub async fn enqueue_job(&self, kind: &str, payload: serde_json::Value) -> StoreResult<Uuid> {
         let mut tx = self.begin().await?;
         let job_id = enqueue(&mut tx, kind, payload).await?;
@@ -189,6 +218,16 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Forgets jobs done more than `age` ago (dead letters stay until dealt with).
+    pub async fn purge_finished_jobs(&self, age: std::time::Duration) -> StoreResult<u64> {
+        let cutoff = format_time(time::OffsetDateTime::now_utc() - age);
+        Ok(sqlx::query("DELETE FROM jobs WHERE status = 'done' AND finished_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Puts a dead job back in the queue with fresh attempts.

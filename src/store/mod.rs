@@ -22,6 +22,7 @@ pub mod rates;
 pub mod refunds;
 pub mod rows;
 pub mod staff;
+pub mod webhooks;
 
 use std::borrow::Cow;
 use std::time::Duration;

@@ -56,6 +56,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Store,
+    /// The shop's job handlers, for tests that run the queue themselves.
+    pub jobs: mercato::jobs::Registry,
     pub settings: Settings,
     database: Database,
 }
@@ -100,6 +102,7 @@ pub fn test_settings() -> Settings {
         test_payment_latency_ms: 50,
         // Tests start the job workers they need, so nothing races them for a job.
         workers: 0,
+        housekeeping: false,
         ..Settings::default()
     }
 }
@@ -143,11 +146,13 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     let app = Application::build(&settings).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
+    let jobs = app.job_registry().clone();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         address,
         client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
         store,
+        jobs,
         settings,
         database,
     }
@@ -187,6 +192,22 @@ impl Answer {
 }
 
 impl TestApp {
+    /// Runs due jobs until none is left (retries due at once with `retry_base` zero).
+    pub async fn drain_jobs(&self) -> usize {
+        let settings = mercato::jobs::WorkerSettings {
+            retry_base: std::time::Duration::ZERO,
+            retry_cap: std::time::Duration::ZERO,
+            ..mercato::jobs::WorkerSettings::default()
+        };
+        let mut ran = 0;
+        loop {
+            match mercato::jobs::run_once(&self.store, &self.jobs, "test-worker", &settings).await.expect("queue") {
+                0 => return ran,
+                n => ran += n,
+            }
+        }
+    }
+
     pub fn cleanup(&self) -> Cleanup {
         Cleanup { store: self.store.clone(), database: self.database.clone() }
     }

@@ -138,8 +138,30 @@ async fn checkout_events_are_queued_and_workers_work_them_off(app: TestApp) {
     }
 }
 
+/// Several instances schedule the same slot at once; the slot runs once. The
+/// low-stock scan announces a variant once a day, however often it runs.
+async fn housekeeping_runs_once_per_slot_and_alerts_once_a_day(app: TestApp) {
+    use mercato::ops::{events, housekeeping};
+    let key = housekeeping::slot_key(housekeeping::LOW_STOCK_SCAN, Duration::from_secs(900), 1_800_000_000);
+    let attempts = (0..10).map(|_| app.store.enqueue_unique_job(housekeeping::LOW_STOCK_SCAN, serde_json::json!({}), &key));
+    let created = futures_util::future::join_all(attempts).await.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(created, 1);
+
+    let owner = app.owner_token().await;
+    crate::checkout::stocked_product(&app, &owner, "Tea", &[("TEA-1", 500, 3)]).await;
+    app.store.set_low_stock_threshold("TEA-1", Some(5)).await.unwrap();
+    app.drain_jobs().await;
+    // A second scan the same day adds nothing.
+    app.store.enqueue_unique_job(housekeeping::LOW_STOCK_SCAN, serde_json::json!({}), "another-slot").await.unwrap();
+    app.drain_jobs().await;
+    let alerts = app.store.list_jobs(None, Some(events::LOW_STOCK), None, 10).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!((alerts[0].payload["sku"].as_str(), alerts[0].status.as_str()), (Some("TEA-1"), "done"));
+}
+
 on_both_databases!(
     a_worker_killed_mid_job_loses_nothing_and_repeats_no_effect,
     failing_jobs_end_in_the_dead_letters_and_staff_can_retry_them,
     checkout_events_are_queued_and_workers_work_them_off,
+    housekeeping_runs_once_per_slot_and_alerts_once_a_day,
 );

@@ -14,3 +14,4 @@ mod jobs;
 mod lifecycle;
 mod operations;
 mod rbac;
+mod webhooks;
