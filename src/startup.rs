@@ -18,6 +18,8 @@ use crate::http::{AppState, Shop, router};
 use crate::jobs;
 use crate::ops::carts::CartSettings;
 use crate::payments::PaymentProvider;
+use crate::payments::guarded::Guarded;
+use crate::payments::stripe::StripeProvider;
 use crate::payments::test_provider::TestProvider;
 use crate::store::Store;
 
@@ -45,9 +47,7 @@ impl Application {
         let test_secret = settings.resolve_test_payment_secret()?;
         let default_currency = Currency::parse(&settings.default_currency)?;
         let base_url = Arc::new(OnceLock::new());
-        let test_provider =
-            TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url.clone());
-        let providers: Arc<[Arc<dyn PaymentProvider>]> = Arc::from(vec![Arc::new(test_provider) as Arc<dyn PaymentProvider>]);
+        let providers = payment_providers(settings, base_url.clone())?;
         let shop = Shop {
             carts: CartSettings {
                 max_line_quantity: settings.max_line_quantity,
@@ -56,10 +56,11 @@ impl Application {
                 default_currency,
             },
             reservation_ttl: Duration::from_secs(settings.reservation_ttl_secs),
-            payment_timeout: Duration::from_secs(settings.payment_timeout_secs),
+            payment_unavailable: settings.payment_unavailable,
             // Separate derivations of one secret, so an order token is no signing key.
             order_secret: signature::keyed_hash(secret.as_bytes(), b"order-access").into_bytes(),
             test_payment_secret: test_secret.into_bytes(),
+            stripe_webhook_secret: settings.stripe_webhook_secret.clone(),
         };
         let state = AppState {
             store: store.clone(),
@@ -67,7 +68,7 @@ impl Application {
             default_currency,
             metrics: crate::metrics::handle()?,
             shop: Arc::new(shop),
-            providers,
+            providers: providers.clone(),
         };
         let limiter = Arc::new(InProcessLimiter::new(settings));
         spawn_limiter_cleanup(limiter.clone());
@@ -78,7 +79,7 @@ impl Application {
         let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
         spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1)));
         if settings.workers > 0 {
-            jobs::spawn_workers(&store, &jobs::Registry::default(), settings.workers, &worker_settings(settings));
+            jobs::spawn_workers(&store, &job_registry(providers), settings.workers, &worker_settings(settings));
         }
         jobs::spawn_queue_metrics(store.clone(), Duration::from_secs(15));
         Ok(Self { listener, router, store })
@@ -107,6 +108,30 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Every configured payment provider, each behind its timeout, retries and circuit
+/// breaker. `base_url` is where the `test` provider sends its webhooks (known once
+/// the server is bound).
+pub fn payment_providers(
+    settings: &Settings,
+    base_url: Arc<OnceLock<String>>,
+) -> anyhow::Result<Arc<[Arc<dyn PaymentProvider>]>> {
+    let guard = settings.payment_guard();
+    let test_secret = settings.resolve_test_payment_secret()?;
+    let test = TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url);
+    let mut providers: Vec<Arc<dyn PaymentProvider>> = vec![Arc::new(Guarded::new(Arc::new(test), guard))];
+    if let Some(key) = &settings.stripe_secret_key {
+        let stripe = StripeProvider::new(key.clone(), &settings.stripe_api_base)?;
+        providers.push(Arc::new(Guarded::new(Arc::new(stripe), guard)));
+        tracing::info!(api = %settings.stripe_api_base, "stripe payments enabled");
+    }
+    Ok(Arc::from(providers))
+}
+
+/// The handlers of the jobs this shop runs (`mercato serve` and `mercato worker` alike).
+pub fn job_registry(providers: Arc<[Arc<dyn PaymentProvider>]>) -> jobs::Registry {
+    jobs::Registry::default().with(jobs::retry_payment::KIND, Arc::new(jobs::retry_payment::RetryPaymentHandler::new(providers)))
 }
 
 pub fn worker_settings(settings: &Settings) -> jobs::WorkerSettings {

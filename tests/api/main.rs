@@ -13,3 +13,4 @@ mod import;
 mod jobs;
 mod operations;
 mod rbac;
+mod stripe;
