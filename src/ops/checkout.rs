@@ -25,7 +25,7 @@ use crate::config::PaymentUnavailable;
 use crate::domain::address::Address;
 use crate::domain::email::Email;
 use crate::domain::identifiers::{order_number, parse_idempotency_key};
-use crate::domain::order_status::{OrderEvent, OrderStatus};
+use crate::domain::order_status::{OrderEvent, OrderStatus, transition};
 use crate::domain::pricing::TaxMode;
 use crate::domain::signature;
 use crate::domain::validation::{FieldError, FieldErrors};
@@ -373,11 +373,18 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
             return match ctx.payment_unavailable {
                 PaymentUnavailable::Fail => {
                     ctx.store.set_payment_status(order.id, "failed", None).await?;
-                    ctx.store
-                        .apply_order_event(order.id, OrderEvent::PaymentFailed, &system, "provider unavailable")
-                        .await
-                        .map_err(order_error)?;
-                    Err(ApiError::PaymentUnavailable)
+                    match ctx.store.apply_order_event(order.id, OrderEvent::PaymentFailed, &system, "provider unavailable").await
+                    {
+                        Ok(_) => Err(ApiError::PaymentUnavailable),
+                        // The call timed out here, yet the payment went through and its
+                        // webhook paid the order first: the shopper has bought it.
+                        Err(OrderError::Transition(t)) if t.from == OrderStatus::Paid => {
+                            order.status = OrderStatus::Paid;
+                            let reference = ctx.store.payment_of(order.id).await?.and_then(|p| p.provider_ref);
+                            answer(ctx, &order, provider.name(), ("succeeded", reference), StatusCode::CREATED)
+                        }
+                        Err(e) => Err(order_error(e)),
+                    }
                 }
                 PaymentUnavailable::Queue => {
                     // The stock stays held while a job asks the provider again with the
@@ -426,6 +433,10 @@ async fn settle(
     let Some(event) = event else { return Ok((status, reference)) };
     match store.apply_order_event(order.id, event, &system, &reason).await {
         Ok(new_status) => order.status = new_status,
+        // The provider's webhook got there first and did the same.
+        Err(OrderError::Transition(t)) if transition(OrderStatus::PendingPayment, event).ok() == Some(t.from) => {
+            order.status = t.from;
+        }
         Err(OrderError::Transition(t)) if event == OrderEvent::PaymentSucceeded => {
             // The order moved on (its reservation expired) while its payment was
             // being asked for: the money must go back, as for a late webhook.

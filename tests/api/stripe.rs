@@ -4,6 +4,7 @@
 //! and Stripe's signed webhooks.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use mercato::config::{PaymentUnavailable, Secret, Settings};
@@ -13,7 +14,7 @@ use mercato::payments::{PaymentProvider, RefundOutcome, RefundRequest};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::checkout::{Guest, german_rates, stocked_product};
 use crate::helpers::{Answer, Backend, Cleanup, TestApp, answer, spawn_app_with, test_settings};
@@ -406,6 +407,90 @@ async fn a_signed_stripe_event_is_applied_once_and_later_failures_change_nothing
     shop.finish().await;
 }
 
+/// Holds Stripe's answer until the test lets it go, after telling the test the
+/// request arrived: lets a webhook overtake the answer to the start, as it can in
+/// production.
+struct Gate {
+    arrived: Mutex<mpsc::Sender<Vec<u8>>>,
+    release: Mutex<mpsc::Receiver<()>>,
+    response: ResponseTemplate,
+}
+
+impl Respond for Gate {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let _ = self.arrived.lock().unwrap().send(request.body.clone());
+        // Runs on the mock server's own thread, so blocking here blocks nothing else.
+        let _ = self.release.lock().unwrap().recv_timeout(Duration::from_secs(30));
+        self.response.clone()
+    }
+}
+
+/// A gated mock answering `response`; returns (request bodies as they arrive, the release).
+async fn gate(shop: &Shop, response: ResponseTemplate) -> (mpsc::Receiver<Vec<u8>>, mpsc::Sender<()>) {
+    let (arrived, arrivals) = mpsc::channel();
+    let (release, released) = mpsc::channel();
+    let gate = Gate { arrived: Mutex::new(arrived), release: Mutex::new(released), response };
+    payment_intents().respond_with(gate).mount(&shop.stripe).await;
+    (arrivals, release)
+}
+
+/// Waits for the gated request and sends the `payment_intent.succeeded` webhook for it.
+async fn pay_by_webhook_while_the_start_waits(shop: &Shop, arrivals: mpsc::Receiver<Vec<u8>>, reference: &str) -> String {
+    let body = tokio::task::spawn_blocking(move || arrivals.recv_timeout(Duration::from_secs(30))).await.unwrap().unwrap();
+    let fields: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap();
+    let order_id = fields["metadata[order_id]"].clone();
+    let object = json!({"id": reference, "object": "payment_intent", "status": "succeeded", "metadata": {"order_id": order_id}});
+    let webhook = event(&format!("evt_{reference}"), "payment_intent.succeeded", object);
+    assert_eq!(shop.webhook(&webhook, WEBHOOK_SECRET, 0).await.expect(200)["status"], "applied");
+    order_id
+}
+
+async fn refund_jobs(shop: &Shop) -> i64 {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE kind = 'payment.refund_required'")
+        .fetch_one(shop.app.store.pool())
+        .await
+        .unwrap();
+    sqlx::Row::get::<i64, _>(&row, "n")
+}
+
+async fn a_webhook_that_overtakes_the_answer_to_the_start_is_not_taken_for_a_second_payment(backend: Backend) {
+    let shop = Shop::start(backend, |_| {}).await;
+    let (arrivals, release) = gate(&shop, intent("pi_race", "succeeded")).await;
+    let guest = shop.guest().await;
+    let webhook_first = async {
+        let order_id = pay_by_webhook_while_the_start_waits(&shop, arrivals, "pi_race").await;
+        release.send(()).unwrap();
+        order_id
+    };
+    let (placed, order_id) = tokio::join!(shop.checkout_as(&guest, "race-1"), webhook_first);
+    let placed = placed.expect(201);
+    assert_eq!(placed["order"]["id"], order_id.as_str());
+    assert_eq!(placed["order"]["status"], "paid");
+    let payment = shop.app.store.payment_of(order_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!((payment.status.as_str(), payment.provider_ref.as_deref()), ("succeeded", Some("pi_race")));
+    assert_eq!(refund_jobs(&shop).await, 0);
+    assert_eq!(shop.stock().await, (9, 0));
+    shop.finish().await;
+}
+
+async fn a_start_that_timed_out_after_its_webhook_paid_the_order_answers_paid(backend: Backend) {
+    let shop = Shop::start(backend, |s| s.payment_timeout_secs = 3).await;
+    // Never released in time: the call times out after the webhook has paid the order.
+    let (arrivals, release) = gate(&shop, intent("pi_slow_race", "succeeded")).await;
+    let guest = shop.guest().await;
+    let (placed, order_id) =
+        tokio::join!(shop.checkout_as(&guest, "race-2"), pay_by_webhook_while_the_start_waits(&shop, arrivals, "pi_slow_race"));
+    drop(release);
+    let placed = placed.expect(201);
+    assert_eq!(placed["order"]["id"], order_id.as_str());
+    assert_eq!(placed["order"]["status"], "paid");
+    assert_eq!(placed["payment"]["reference"], "pi_slow_race");
+    assert_eq!(shop.order_status(&order_id).await, "paid");
+    assert_eq!(refund_jobs(&shop).await, 0);
+    assert_eq!(shop.stock().await, (9, 0));
+    shop.finish().await;
+}
+
 async fn bad_and_stale_stripe_signatures_are_refused(backend: Backend) {
     let shop = Shop::start(backend, |_| {}).await;
     let body = event("evt_sig", "customer.created", json!({"id": "cus_1"}));
@@ -526,4 +611,6 @@ on_both_databases_with_stripe!(
     queued_payments_hold_the_stock_and_the_retry_job_pays_them,
     a_signed_stripe_event_is_applied_once_and_later_failures_change_nothing,
     bad_and_stale_stripe_signatures_are_refused,
+    a_webhook_that_overtakes_the_answer_to_the_start_is_not_taken_for_a_second_payment,
+    a_start_that_timed_out_after_its_webhook_paid_the_order_answers_paid,
 );
