@@ -257,6 +257,18 @@ impl Settings {
                  MERCATO_REQUEST_TIMEOUT_SECS, and their sum under {lease} s (the idempotency lease)"
             )));
         }
+        let blank = |s: &Option<Secret>| s.as_ref().is_some_and(|s| s.expose().trim().is_empty());
+        if blank(&self.stripe_secret_key) || blank(&self.stripe_webhook_secret) {
+            return Err(ConfigError::Invalid("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must not be empty when set".into()));
+        }
+        if self.stripe_secret_key.is_some()
+            && !(self.stripe_api_base.starts_with("https://") || self.stripe_api_base.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "MERCATO_STRIPE_API_BASE `{}` is not an http(s) URL",
+                self.stripe_api_base
+            )));
+        }
         if self.stripe_secret_key.is_some() && self.stripe_webhook_secret.is_none() {
             return Err(ConfigError::Unsafe(
                 "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: without it Stripe's webhooks cannot be verified \
@@ -358,6 +370,8 @@ mod tests {
         assert!(s.check_safety().is_ok());
         let printed = format!("{s:?}");
         assert!(!printed.contains("sk_test_hidden") && !printed.contains("whsec_hidden"), "{printed}");
+        let s = Settings { stripe_webhook_secret: Some(Secret::new("")), ..s };
+        assert!(s.check_safety().is_err());
     }
 
     #[test]

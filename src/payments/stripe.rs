@@ -43,18 +43,18 @@ impl StripeProvider {
             .form(form)
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(format!("stripe not reached: {}", without_url(&e))))?;
+            .map_err(|e| ProviderError::Unavailable(format!("stripe not reached: {}", transport_failure(&e))))?;
         let status = response.status().as_u16();
         let body = response
             .text()
             .await
-            .map_err(|e| ProviderError::Unavailable(format!("stripe answer cut off: {}", without_url(&e))))?;
+            .map_err(|e| ProviderError::Unavailable(format!("stripe answer cut off: {}", transport_failure(&e))))?;
         Ok((status, body))
     }
 }
 
-/// reqwest's messages name the URL, which is harmless, but keep them short.
-fn without_url(e: &reqwest::Error) -> String {
+/// What went wrong on the wire, in a word (reqwest's own messages are long).
+fn transport_failure(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
@@ -259,7 +259,10 @@ fn error_of(status: u16, body: &str) -> Result<StripeError, ProviderError> {
             tracing::error!(status, "stripe refused the API key: check STRIPE_SECRET_KEY and its permissions");
             Err(ProviderError::Unavailable(format!("stripe refused the API key ({status})")))
         }
-        // 409: a concurrent request with the same key; 429: rate limited; 5xx: Stripe's trouble.
+        // 409: a concurrent request with the same key; 429: rate limited; 5xx: Stripe's
+        // trouble. Stripe stores a 500 it answered under the key and replays it to
+        // retries for 24 h; a payment that went through all the same is then settled
+        // by its webhook, which finds the order by `metadata[order_id]`.
         409 | 429 | 500.. => Err(ProviderError::Unavailable(format!("stripe answered {status}"))),
         _ => Ok(parse::<ErrorEnvelope>(body)?.error),
     }

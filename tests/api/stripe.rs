@@ -374,6 +374,27 @@ async fn queued_payments_hold_the_stock_and_the_retry_job_pays_them(backend: Bac
     shop.finish().await;
 }
 
+async fn a_queued_payment_whose_order_expired_is_not_asked_for_again(backend: Backend) {
+    let shop = Shop::start(backend, |s| s.payment_unavailable = PaymentUnavailable::Queue).await;
+    payment_intents().respond_with(ResponseTemplate::new(503)).up_to_n_times(1).with_priority(1).mount(&shop.stripe).await;
+    payment_intents().respond_with(intent("pi_too_late", "succeeded")).mount(&shop.stripe).await;
+    let accepted = shop.checkout("x-1").await.expect(202);
+    let order_id = accepted["order"]["id"].as_str().unwrap().to_owned();
+    // The reservation runs out before the job gets its turn.
+    let later = mercato::store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    assert_eq!(mercato::ops::checkout::expire_due(&shop.app.store, &later).await.unwrap(), 1);
+
+    let registry =
+        mercato::startup::job_registry(mercato::startup::payment_providers(&shop.app.settings, Default::default()).unwrap());
+    while mercato::jobs::run_once(&shop.app.store, &registry, "w", &Default::default()).await.unwrap() > 0 {}
+    assert_eq!(shop.requests().await.len(), 1, "Stripe is not asked to charge an expired order");
+    assert_eq!(shop.order_status(&order_id).await, "expired");
+    let job = sqlx::query("SELECT status FROM jobs WHERE kind = 'payment.retry'").fetch_one(shop.app.store.pool()).await.unwrap();
+    assert_eq!(sqlx::Row::get::<String, _>(&job, "status"), "done");
+    assert_eq!(shop.stock().await, (10, 0));
+    shop.finish().await;
+}
+
 async fn a_signed_stripe_event_is_applied_once_and_later_failures_change_nothing(backend: Backend) {
     let shop = Shop::start(backend, |_| {}).await;
     payment_intents().respond_with(intent("pi_async", "processing")).mount(&shop.stripe).await;
@@ -609,6 +630,7 @@ on_both_databases_with_stripe!(
     a_stripe_that_does_not_answer_in_time_is_a_503,
     the_circuit_opens_after_repeated_failures_and_checkouts_then_fail_without_calling_stripe,
     queued_payments_hold_the_stock_and_the_retry_job_pays_them,
+    a_queued_payment_whose_order_expired_is_not_asked_for_again,
     a_signed_stripe_event_is_applied_once_and_later_failures_change_nothing,
     bad_and_stale_stripe_signatures_are_refused,
     a_webhook_that_overtakes_the_answer_to_the_start_is_not_taken_for_a_second_payment,
