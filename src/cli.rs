@@ -137,6 +137,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Worker { count } => {
             let store = connect(&settings).await?;
+            // A worker has no server of its own: the `test` provider's webhooks go to the shop's.
             let base_url = std::sync::Arc::new(std::sync::OnceLock::new());
             let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen)));
             let providers = crate::startup::payment_providers(&settings, base_url)?;

@@ -70,6 +70,54 @@ pub struct Settings {
     pub job_lease_secs: u64,
     /// Highest total of refunds (minor units) a `support` staff member may bring one order to.
     pub support_refund_limit: i64,
+    /// Quick retries of a payment provider call whose outcome is unknown (same idempotency key).
+    pub payment_retries: u32,
+    /// Consecutive unavailable answers after which a provider's circuit opens.
+    pub payment_circuit_failure_threshold: u32,
+    /// How long an open circuit refuses calls before one trial call may go.
+    pub payment_circuit_cooldown_secs: u64,
+    /// What checkout does when the provider is unavailable: `fail` or `queue`.
+    pub payment_unavailable: PaymentUnavailable,
+    /// Stripe's secret API key (env `STRIPE_SECRET_KEY`); enables the `stripe` provider.
+    pub stripe_secret_key: Option<Secret>,
+    /// Signing secret of Stripe's webhooks to this shop (env `STRIPE_WEBHOOK_SECRET`).
+    pub stripe_webhook_secret: Option<Secret>,
+    /// Where Stripe's API is (a mock in tests).
+    pub stripe_api_base: String,
+}
+
+/// What a checkout does when the payment provider cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentUnavailable {
+    /// Answer 503 at once: the order fails and its stock is released.
+    #[default]
+    Fail,
+    /// Answer 202: the order keeps its stock and a job retries the payment.
+    Queue,
+}
+
+/// A secret setting: its `Debug` form never shows the value, so printing the
+/// settings (or an error holding them) cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(\"<redacted>\")")
+    }
 }
 
 impl Default for Settings {
@@ -105,6 +153,13 @@ impl Default for Settings {
             workers: 2,
             job_lease_secs: 60,
             support_refund_limit: 10_000,
+            payment_retries: 1,
+            payment_circuit_failure_threshold: 5,
+            payment_circuit_cooldown_secs: 30,
+            payment_unavailable: PaymentUnavailable::Fail,
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: crate::payments::stripe::DEFAULT_API_BASE.into(),
         }
     }
 }
@@ -121,13 +176,13 @@ pub enum ConfigError {
 
 impl Settings {
     /// Defaults, then `mercato.toml` (or the file in `MERCATO_CONFIG`), then `MERCATO_*`
-    /// variables and `DATABASE_URL`.
+    /// variables, `DATABASE_URL` and the `STRIPE_*` secrets (named as Stripe's docs name them).
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("MERCATO_CONFIG").unwrap_or_else(|_| "mercato.toml".into());
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("MERCATO_"))
-            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Env::raw().only(&["DATABASE_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]))
             .extract::<Settings>()
             .map_err(|e| ConfigError::Parse(Box::new(e)))
     }
@@ -190,18 +245,58 @@ impl Settings {
                     .into(),
             ));
         }
+        if self.payment_retries > 5 || self.payment_circuit_failure_threshold == 0 || self.payment_circuit_cooldown_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "MERCATO_PAYMENT_RETRIES must be at most 5, MERCATO_PAYMENT_CIRCUIT_FAILURE_THRESHOLD and \
+                 MERCATO_PAYMENT_CIRCUIT_COOLDOWN_SECS at least 1"
+                    .into(),
+            ));
+        }
         // A checkout must finish well within the idempotency lease, or a retry could
-        // take its key over while it still runs.
+        // take its key over while it still runs; and its payment (every attempt timing
+        // out) within the request timeout, or the shopper gets a 408 with the outcome unknown.
         let lease = crate::store::idempotency::LEASE_SECS.unsigned_abs();
-        if self.request_timeout_secs + self.payment_timeout_secs >= lease {
+        let payment = self.payment_guard().worst_case().as_secs_f64().ceil() as u64;
+        if self.request_timeout_secs + payment >= lease || payment >= self.request_timeout_secs {
             return Err(ConfigError::Invalid(format!(
-                "MERCATO_REQUEST_TIMEOUT_SECS + MERCATO_PAYMENT_TIMEOUT_SECS must stay under {lease} s (the idempotency lease)"
+                "MERCATO_PAYMENT_TIMEOUT_SECS × (MERCATO_PAYMENT_RETRIES + 1) (now {payment} s with the pauses) must stay under \
+                 MERCATO_REQUEST_TIMEOUT_SECS, and their sum under {lease} s (the idempotency lease)"
             )));
+        }
+        let blank = |s: &Option<Secret>| s.as_ref().is_some_and(|s| s.expose().trim().is_empty());
+        if blank(&self.stripe_secret_key) || blank(&self.stripe_webhook_secret) {
+            return Err(ConfigError::Invalid("STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET must not be empty when set".into()));
+        }
+        if self.stripe_secret_key.is_some()
+            && !(self.stripe_api_base.starts_with("https://") || self.stripe_api_base.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "MERCATO_STRIPE_API_BASE `{}` is not an http(s) URL",
+                self.stripe_api_base
+            )));
+        }
+        if self.stripe_secret_key.is_some() && self.stripe_webhook_secret.is_none() {
+            return Err(ConfigError::Unsafe(
+                "STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: without it Stripe's webhooks cannot be verified \
+                 and payments confirmed later would never reach their orders; set it to the endpoint's signing secret (whsec_...)"
+                    .into(),
+            ));
         }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid("MERCATO_REQUEST_TIMEOUT_SECS must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// Timeout, retries and circuit breaker of every payment provider.
+    pub fn payment_guard(&self) -> crate::payments::guarded::GuardSettings {
+        crate::payments::guarded::GuardSettings {
+            timeout: std::time::Duration::from_secs(self.payment_timeout_secs),
+            retries: self.payment_retries,
+            retry_pause: std::time::Duration::from_millis(100),
+            failure_threshold: self.payment_circuit_failure_threshold,
+            cooldown: std::time::Duration::from_secs(self.payment_circuit_cooldown_secs),
+        }
     }
 
     /// The configured secret, or (embedded mode only) one generated once and kept in
@@ -269,6 +364,29 @@ mod tests {
         let s = Settings { jwt_secret: Some("short".into()), ..Settings::default() };
         assert!(s.check_safety().is_err());
         let s = Settings { listen: "8080".into(), ..Settings::default() };
+        assert!(s.check_safety().is_err());
+    }
+
+    #[test]
+    fn a_stripe_key_without_a_webhook_secret_is_refused_and_neither_is_printed() {
+        let s = Settings { stripe_secret_key: Some(Secret::new("sk_test_hidden")), ..Settings::default() };
+        let err = s.check_safety().unwrap_err().to_string();
+        assert!(err.contains("STRIPE_WEBHOOK_SECRET"), "{err}");
+        let s = Settings { stripe_webhook_secret: Some(Secret::new("whsec_hidden")), ..s };
+        assert!(s.check_safety().is_ok());
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("sk_test_hidden") && !printed.contains("whsec_hidden"), "{printed}");
+        let s = Settings { stripe_webhook_secret: Some(Secret::new("")), ..s };
+        assert!(s.check_safety().is_err());
+    }
+
+    #[test]
+    fn payment_retries_must_fit_in_the_request_timeout() {
+        let s = Settings { payment_retries: 2, ..Settings::default() };
+        assert!(s.check_safety().unwrap_err().to_string().contains("MERCATO_PAYMENT_RETRIES"));
+        let s = Settings { payment_retries: 2, payment_timeout_secs: 5, ..Settings::default() };
+        assert!(s.check_safety().is_ok());
+        let s = Settings { payment_circuit_failure_threshold: 0, ..Settings::default() };
         assert!(s.check_safety().is_err());
     }
 

@@ -19,6 +19,8 @@ use crate::jobs;
 use crate::ops::carts::CartSettings;
 use crate::ops::housekeeping;
 use crate::payments::PaymentProvider;
+use crate::payments::guarded::Guarded;
+use crate::payments::stripe::StripeProvider;
 use crate::payments::test_provider::TestProvider;
 use crate::store::Store;
 
@@ -57,11 +59,12 @@ impl Application {
                 default_currency,
             },
             reservation_ttl: Duration::from_secs(settings.reservation_ttl_secs),
-            payment_timeout: Duration::from_secs(settings.payment_timeout_secs),
+            payment_unavailable: settings.payment_unavailable,
             // Separate derivations of one secret, so an order token is no signing key.
             order_secret: signature::keyed_hash(secret.as_bytes(), b"order-access").into_bytes(),
             test_payment_secret: test_secret.into_bytes(),
             support_refund_limit: settings.support_refund_limit,
+            stripe_webhook_secret: settings.stripe_webhook_secret.clone(),
         };
         let state = AppState {
             store: store.clone(),
@@ -69,7 +72,7 @@ impl Application {
             default_currency,
             metrics: crate::metrics::handle()?,
             shop: Arc::new(shop),
-            providers,
+            providers: providers.clone(),
         };
         let limiter = Arc::new(InProcessLimiter::new(settings));
         spawn_limiter_cleanup(limiter.clone());
@@ -118,22 +121,31 @@ impl Application {
     }
 }
 
-/// The payment providers this shop talks to. `base_url` is where the shop is
-/// reachable (known once the listener is bound), for providers that call back.
+/// Every configured payment provider, each behind its timeout, retries and circuit
+/// breaker. `base_url` is where the `test` provider sends its webhooks (known once
+/// the server is bound).
 pub fn payment_providers(
     settings: &Settings,
     base_url: Arc<OnceLock<String>>,
 ) -> anyhow::Result<Arc<[Arc<dyn PaymentProvider>]>> {
+    let guard = settings.payment_guard();
     let test_secret = settings.resolve_test_payment_secret()?;
-    let test_provider = TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url);
-    Ok(Arc::from(vec![Arc::new(test_provider) as Arc<dyn PaymentProvider>]))
+    let test = TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url);
+    let mut providers: Vec<Arc<dyn PaymentProvider>> = vec![Arc::new(Guarded::new(Arc::new(test), guard))];
+    if let Some(key) = &settings.stripe_secret_key {
+        let stripe = StripeProvider::new(key.clone(), &settings.stripe_api_base)?;
+        providers.push(Arc::new(Guarded::new(Arc::new(stripe), guard)));
+        tracing::info!(api = %settings.stripe_api_base, "stripe payments enabled");
+    }
+    Ok(Arc::from(providers))
 }
 
 /// What each kind of job does.
 pub fn job_registry(providers: &Arc<[Arc<dyn PaymentProvider>]>) -> jobs::Registry {
     let registry = jobs::Registry::default()
         .with(crate::ops::refunds::EXECUTE_JOB, Arc::new(crate::ops::refunds::ExecuteRefund { providers: providers.clone() }))
-        .with(crate::store::webhooks::DELIVER_JOB, Arc::new(crate::ops::webhooks::Deliver::new(Duration::from_secs(10))));
+        .with(crate::store::webhooks::DELIVER_JOB, Arc::new(crate::ops::webhooks::Deliver::new(Duration::from_secs(10))))
+        .with(jobs::retry_payment::KIND, Arc::new(jobs::retry_payment::RetryPaymentHandler::new(providers.clone())));
     housekeeping::register(crate::ops::events::register(registry))
 }
 

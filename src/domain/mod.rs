@@ -5,6 +5,7 @@ pub mod address;
 pub mod backoff;
 pub mod catalog;
 pub mod category_tree;
+pub mod circuit_breaker;
 pub mod cursor;
 pub mod email;
 pub mod identifiers;

@@ -100,11 +100,15 @@ pub async fn remove_item(
 /// Turns the cart into an order: reprices it, reserves the stock, starts the
 /// payment. Requires an `Idempotency-Key`: the same key and body replay the first
 /// answer; another body is `422 idempotency_key_reused`; a key still running is
-/// `409 idempotency_key_in_use`.
+/// `409 idempotency_key_in_use`. When the payment provider cannot be reached the
+/// answer is `503 payment_unavailable`, or, with `MERCATO_PAYMENT_UNAVAILABLE=queue`,
+/// `202` with the order still waiting for its payment, which is retried later.
 #[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "carts", params(("id" = uuid::Uuid, Path),
         ("Idempotency-Key" = String, Header, description = "unique per checkout attempt, e.g. a UUID")),
     request_body = CheckoutInput,
-    responses((status = 201, body = CheckoutAnswer), (status = 400, body = Problem), (status = 402, body = Problem),
+    responses((status = 201, body = CheckoutAnswer),
+        (status = 202, body = CheckoutAnswer, description = "the provider could not be reached; the payment is retried"),
+        (status = 400, body = Problem), (status = 402, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 410, body = Problem), (status = 422, body = Problem),
         (status = 503, body = Problem)))]
 pub async fn checkout(

@@ -41,7 +41,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::tokens::TokenKeys;
-use crate::config::Settings;
+use crate::config::{PaymentUnavailable, Secret, Settings};
 use crate::domain::money::Currency;
 use crate::error::ApiError;
 use crate::ops::carts::CartSettings;
@@ -64,13 +64,15 @@ pub struct AppState {
 pub struct Shop {
     pub carts: CartSettings,
     pub reservation_ttl: Duration,
-    pub payment_timeout: Duration,
+    pub payment_unavailable: PaymentUnavailable,
     /// Derives guest order access tokens.
     pub order_secret: Vec<u8>,
     /// Verifies the `test` provider's webhooks.
     pub test_payment_secret: Vec<u8>,
     /// Highest refund total per order for `support` staff (minor units).
     pub support_refund_limit: i64,
+    /// Verifies Stripe's webhooks, when Stripe is configured.
+    pub stripe_webhook_secret: Option<Secret>,
 }
 
 impl AppState {
@@ -80,7 +82,7 @@ impl AppState {
             providers: &self.providers,
             carts: self.shop.carts,
             reservation_ttl: self.shop.reservation_ttl,
-            payment_timeout: self.shop.payment_timeout,
+            payment_unavailable: self.shop.payment_unavailable,
             secret: &self.shop.order_secret,
         }
     }
@@ -182,6 +184,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(carts::checkout))
         .routes(routes!(orders::get_order))
         .routes(routes!(payments::test_webhook))
+        .routes(routes!(payments::stripe_webhook))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -4,6 +4,8 @@
 //! out. A job can therefore run more than once, never zero times: handlers must
 //! be idempotent (an effect keyed by the job's id or by the thing it acts on).
 
+pub mod retry_payment;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;

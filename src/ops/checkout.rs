@@ -6,7 +6,9 @@
 //! 3. One short transaction closes the cart, writes the order, reserves every line
 //!    with a conditional update and links the key to the order.
 //! 4. The payment is started with the provider outside any transaction; its result
-//!    moves the order on (paid: stock committed; declined: stock released).
+//!    moves the order on (paid: stock committed; declined: stock released). When the
+//!    provider cannot be reached, the order fails at once (`fail`) or keeps its
+//!    stock while a `payment.retry` job asks again (`queue`).
 //! 5. The answer is stored under the key for 24 hours.
 
 use std::sync::Arc;
@@ -19,10 +21,11 @@ use uuid::Uuid;
 
 use super::carts::{self, CartSettings, Destination, ShippingError, Shopper};
 use crate::auth::tokens::hash_refresh_token;
+use crate::config::PaymentUnavailable;
 use crate::domain::address::Address;
 use crate::domain::email::Email;
 use crate::domain::identifiers::{order_number, parse_idempotency_key};
-use crate::domain::order_status::{OrderEvent, OrderStatus};
+use crate::domain::order_status::{OrderEvent, OrderStatus, transition};
 use crate::domain::pricing::TaxMode;
 use crate::domain::signature;
 use crate::domain::validation::{FieldError, FieldErrors};
@@ -30,15 +33,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::payments::{PaymentProvider, PaymentRequest, PaymentStart, ProviderError};
 use crate::store::audit::Actor;
 use crate::store::idempotency::Claim;
-use crate::store::orders::{NewOrder, NewOrderLine, Order, Placed};
+use crate::store::orders::{InboxEntry, NewOrder, NewOrderLine, Order, OrderError, Placed};
 use crate::store::{Store, format_time};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentInput {
-    /// `test` (built in).
+    /// `test` (built in) or `stripe` (when configured).
     pub provider: String,
-    /// The provider's payment-method token: with `test`, `tok_ok`, `tok_decline` or `tok_async`.
+    /// The provider's payment-method token: with `test`, `tok_ok`, `tok_decline` or `tok_async`;
+    /// with `stripe`, a PaymentMethod id (`pm_...`).
     pub token: String,
 }
 
@@ -57,7 +61,8 @@ pub struct CheckoutInput {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     pub provider: String,
-    /// `succeeded`, `pending` (confirmation arrives by webhook) or `declined`.
+    /// `succeeded`, `pending` (confirmation arrives by webhook, or the provider is
+    /// asked again later when it could not be reached: answered with 202) or `declined`.
     pub status: &'static str,
     pub reference: Option<String>,
 }
@@ -75,7 +80,8 @@ pub struct CheckoutContext<'a> {
     pub providers: &'a [Arc<dyn PaymentProvider>],
     pub carts: CartSettings,
     pub reservation_ttl: Duration,
-    pub payment_timeout: Duration,
+    /// What to do when the provider cannot be reached.
+    pub payment_unavailable: PaymentUnavailable,
     /// Derives order access tokens.
     pub secret: &'a [u8],
 }
@@ -349,8 +355,8 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
                 format!("order {} was {}", order.number, order.status.as_str()),
             ));
         }
-        // Paid and moved on since.
-        _ => return answer(ctx, &order, provider.name(), ("succeeded", None)),
+        // Paid, and perhaps moved on since.
+        _ => return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED),
     }
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
     let request = PaymentRequest {
@@ -359,39 +365,155 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
         currency: order.currency.clone(),
         token: input.payment.token,
     };
-    let started = match tokio::time::timeout(ctx.payment_timeout, provider.start(&request)).await {
-        Ok(r) => r,
-        Err(_) => Err(ProviderError::Unavailable("timed out".into())),
-    };
-    let (event, status, reference, reason) = match started {
-        Ok(PaymentStart::Succeeded { reference }) => {
-            (Some(OrderEvent::PaymentSucceeded), "succeeded", Some(reference), "payment succeeded".to_owned())
-        }
-        Ok(PaymentStart::Pending { reference }) => (None, "pending", Some(reference), String::new()),
-        Ok(PaymentStart::Declined { reference, reason }) => {
-            (Some(OrderEvent::PaymentFailed), "declined", Some(reference), reason)
-        }
-        Err(ProviderError::InvalidToken) => {
-            (Some(OrderEvent::PaymentFailed), "declined", None, "invalid payment token".to_owned())
-        }
+    // The provider is guarded (timeout, retries, circuit breaker): an answer here is final for this request.
+    let started = match provider.start(&request).await {
+        Ok(started) => started,
+        Err(ProviderError::InvalidToken) => invalid_token(),
         Err(ProviderError::Unavailable(why)) => {
-            tracing::warn!(order.id = %order.id, error = %why, "payment provider unavailable");
-            ctx.store.set_payment_status(order.id, "failed", None).await?;
-            ctx.store
-                .apply_order_event(order.id, OrderEvent::PaymentFailed, &system, "provider unavailable")
-                .await
-                .map_err(order_error)?;
-            return Err(ApiError::PaymentUnavailable);
+            tracing::warn!(order.id = %order.id, provider = provider.name(), error = %why, "payment provider unavailable");
+            return match ctx.payment_unavailable {
+                PaymentUnavailable::Fail => {
+                    ctx.store.set_payment_status(order.id, "failed", None).await?;
+                    match ctx.store.apply_order_event(order.id, OrderEvent::PaymentFailed, &system, "provider unavailable").await
+                    {
+                        Ok(_) => Err(ApiError::PaymentUnavailable),
+                        // The call timed out here, yet the payment went through and its
+                        // webhook paid the order first: the shopper has bought it.
+                        Err(OrderError::Transition(t)) if t.from == OrderStatus::Paid => {
+                            order.status = OrderStatus::Paid;
+                            let reference = ctx.store.payment_of(order.id).await?.and_then(|p| p.provider_ref);
+                            answer(ctx, &order, provider.name(), ("succeeded", reference), StatusCode::CREATED)
+                        }
+                        Err(e) => Err(order_error(e)),
+                    }
+                }
+                PaymentUnavailable::Queue => {
+                    // The stock stays held while a job asks the provider again with the
+                    // same key; the reservation's expiry bounds how long.
+                    let retry = RetryPayment { order_id: order.id, provider: provider.name().to_owned(), token: request.token };
+                    ctx.store
+                        .queue_payment_retry(order.id, RETRY_PAYMENT, serde_json::to_value(&retry).map_err(anyhow::Error::from)?)
+                        .await?;
+                    answer(ctx, &order, provider.name(), ("pending", None), StatusCode::ACCEPTED)
+                }
+            };
         }
     };
-    ctx.store.set_payment_status(order.id, status, reference.as_deref()).await?;
-    if let Some(e) = event {
-        order.status = ctx.store.apply_order_event(order.id, e, &system, &reason).await.map_err(order_error)?;
-    }
+    let (status, reference) = settle(ctx.store, &mut order, provider.name(), started).await?;
     if status == "declined" {
         return Err(ApiError::PaymentDeclined(order.number));
     }
-    answer(ctx, &order, provider.name(), (status, reference))
+    answer(ctx, &order, provider.name(), (status, reference), StatusCode::CREATED)
+}
+
+/// An unknown payment token refuses the payment like a decline does.
+fn invalid_token() -> PaymentStart {
+    PaymentStart::Declined { reference: String::new(), reason: "invalid payment token".into() }
+}
+
+/// Records a provider's definite answer and moves the order on: paid (stock
+/// committed), payment_failed (stock released) or still pending (a webhook
+/// settles it). Returns the payment's status and reference.
+async fn settle(
+    store: &Store,
+    order: &mut Order,
+    provider: &str,
+    started: PaymentStart,
+) -> ApiResult<(&'static str, Option<String>)> {
+    let system = Actor { kind: "provider", id: None, request_id: None };
+    let (event, status, reference, reason) = match started {
+        PaymentStart::Succeeded { reference } => {
+            (Some(OrderEvent::PaymentSucceeded), "succeeded", reference, "payment succeeded".to_owned())
+        }
+        PaymentStart::Pending { reference } => (None, "pending", reference, String::new()),
+        PaymentStart::Declined { reference, reason } => (Some(OrderEvent::PaymentFailed), "declined", reference, reason),
+    };
+    // A refusal before the provider created anything has no reference.
+    let reference = Some(reference).filter(|r| !r.is_empty());
+    store.set_payment_status(order.id, status, reference.as_deref()).await?;
+    let Some(event) = event else { return Ok((status, reference)) };
+    match store.apply_order_event(order.id, event, &system, &reason).await {
+        Ok(new_status) => order.status = new_status,
+        // The provider's webhook got there first and did the same.
+        Err(OrderError::Transition(t)) if transition(OrderStatus::PendingPayment, event).ok() == Some(t.from) => {
+            order.status = t.from;
+        }
+        Err(OrderError::Transition(t)) if event == OrderEvent::PaymentSucceeded => {
+            // The order moved on (its reservation expired) while its payment was
+            // being asked for: the money must go back, as for a late webhook.
+            let event_id = format!("start:{}", order.id);
+            let inbox = InboxEntry { provider, event_id: &event_id, event_type: "payment.start.succeeded", payload: "{}" };
+            store.record_late_payment_event(order.id, true, inbox).await?;
+            tracing::warn!(order.id = %order.id, error = %t, "payment succeeded for an order that moved on; refund required");
+            return Err(order_error(OrderError::Transition(t)));
+        }
+        Err(e) => return Err(order_error(e)),
+    }
+    Ok((status, reference))
+}
+
+/// The job kind that asks a provider again about a payment whose outcome was unknown.
+pub const RETRY_PAYMENT: &str = "payment.retry";
+
+/// The payload of a `payment.retry` job.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RetryPayment {
+    pub order_id: Uuid,
+    pub provider: String,
+    /// The payment method token the shopper gave (never card data).
+    pub token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    /// The provider still cannot say: the queue retries later, with backoff.
+    #[error("the payment provider is still unavailable: {0}")]
+    Unavailable(String),
+    #[error("no payment provider `{0}` is configured")]
+    UnknownProvider(String),
+    #[error(transparent)]
+    Failed(#[from] ApiError),
+}
+
+/// Asks the provider again, with the same idempotency key, about the payment of an
+/// order still waiting for it, and applies the answer as checkout would have. An
+/// order that is no longer waiting (expired, cancelled, settled by webhook) is left
+/// alone: its job is done.
+pub async fn retry_payment(
+    store: &Store,
+    providers: &[Arc<dyn PaymentProvider>],
+    retry: &RetryPayment,
+) -> Result<(), RetryError> {
+    let Some(mut order) = store.order(retry.order_id).await.map_err(ApiError::from)? else {
+        return Ok(());
+    };
+    if order.status != OrderStatus::PendingPayment {
+        return Ok(());
+    }
+    let provider = providers
+        .iter()
+        .find(|p| p.name() == retry.provider)
+        .ok_or_else(|| RetryError::UnknownProvider(retry.provider.clone()))?;
+    let request = PaymentRequest {
+        order_id: order.id,
+        amount: order.grand_total,
+        currency: order.currency.clone(),
+        token: retry.token.clone(),
+    };
+    let started = match provider.start(&request).await {
+        Ok(started) => started,
+        Err(ProviderError::InvalidToken) => invalid_token(),
+        Err(ProviderError::Unavailable(why)) => return Err(RetryError::Unavailable(why)),
+    };
+    match settle(store, &mut order, provider.name(), started).await {
+        Ok((status, _)) => {
+            tracing::info!(order.id = %order.id, payment = status, "queued payment answered");
+            Ok(())
+        }
+        // Settled meanwhile by a webhook or the expiry sweep: nothing left to do here.
+        Err(ApiError::Conflict { code: "invalid_transition", .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn answer(
@@ -399,13 +521,14 @@ fn answer(
     order: &Order,
     provider: &str,
     (status, reference): (&'static str, Option<String>),
+    code: StatusCode,
 ) -> ApiResult<(StatusCode, String)> {
     let body = CheckoutAnswer {
         order: order.clone(),
         order_token: order_token(ctx.secret, order.id),
         payment: PaymentView { provider: provider.to_owned(), status, reference },
     };
-    Ok((StatusCode::CREATED, serde_json::to_string(&body).map_err(anyhow::Error::from)?))
+    Ok((code, serde_json::to_string(&body).map_err(anyhow::Error::from)?))
 }
 
 pub fn order_error(e: crate::store::orders::OrderError) -> ApiError {

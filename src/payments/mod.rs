@@ -3,6 +3,8 @@
 //! idempotency key derived from what it is for (the order, the refund), so a
 //! retried call never charges or refunds twice.
 
+pub mod guarded;
+pub mod stripe;
 pub mod test_provider;
 
 use std::future::Future;

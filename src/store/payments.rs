@@ -14,7 +14,8 @@ pub struct Payment {
     pub order_id: Uuid,
     pub provider: String,
     pub provider_ref: Option<String>,
-    /// `started`, `succeeded`, `declined`, `pending`, `failed`.
+    /// `started`, `succeeded`, `declined`, `pending`, `unknown` (the provider could not be
+    /// reached; a `payment.retry` job asks again), `failed`, `refund_required`.
     pub status: String,
     pub amount: i64,
     pub currency: String,
@@ -44,7 +45,7 @@ impl Store {
         // Only an open payment changes: a final answer is never overwritten by a later, older one.
         sqlx::query(
             "UPDATE payments SET status = $1, provider_ref = COALESCE($2, provider_ref), updated_at = $3
-             WHERE order_id = $4 AND status IN ('started', 'pending')",
+             WHERE order_id = $4 AND status IN ('started', 'pending', 'unknown')",
         )
         .bind(status)
         .bind(provider_ref)
@@ -53,6 +54,38 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Marks the payment's outcome unknown and enqueues the job that asks the
+    /// provider again, in one transaction: a payment left unknown always has a retry.
+    pub async fn queue_payment_retry(&self, order_id: Uuid, kind: &str, payload: serde_json::Value) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE payments SET status = 'unknown', updated_at = $1 WHERE order_id = $2 AND status IN ('started', 'pending')",
+        )
+        .bind(now())
+        .bind(order_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        super::jobs::enqueue(&mut tx, kind, payload).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the provider's reference of a payment whose start never told us one
+    /// (it timed out); false when the order has no such payment or it already has
+    /// another reference.
+    pub async fn link_payment_reference(&self, order_id: Uuid, provider: &str, provider_ref: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE payments SET provider_ref = $1, updated_at = $2 WHERE order_id = $3 AND provider = $4 AND provider_ref IS NULL",
+        )
+        .bind(provider_ref)
+        .bind(now())
+        .bind(order_id.to_string())
+        .bind(provider)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn payment_of(&self, order_id: Uuid) -> StoreResult<Option<Payment>> {

@@ -14,4 +14,5 @@ mod jobs;
 mod lifecycle;
 mod operations;
 mod rbac;
+mod stripe;
 mod webhooks;
