@@ -137,12 +137,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Worker { count } => {
             let store = connect(&settings).await?;
-            let workers = crate::jobs::spawn_workers(
-                &store,
-                &crate::jobs::Registry::default(),
-                count.max(1),
-                &crate::startup::worker_settings(&settings),
-            );
+            let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
+            let registry = crate::startup::job_registry(&settings, &public_url)?;
+            let workers =
+                crate::jobs::spawn_workers(&store, &registry, count.max(1), &crate::startup::worker_settings(&settings));
             tracing::info!(workers = workers.len(), "job workers running");
             crate::startup::shutdown_signal().await;
             // A job cut off here is claimed again when its lease runs out.

@@ -66,6 +66,15 @@ pub struct Settings {
     pub workers: usize,
     /// How long a worker holds a claimed job before others may take it over.
     pub job_lease_secs: u64,
+    /// `smtp://host:port`, `smtp://user:pass@host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:pass@host` (`SMTP_URL`); unset: messages are written as `.eml`
+    /// files to `data_dir/outbox`.
+    pub smtp_url: Option<String>,
+    /// The sender of every message.
+    pub mail_from: String,
+    /// The storefront page that asks for a new password; reset e-mails link to it
+    /// with `?token=`. `<public_url>/reset-password` when absent.
+    pub password_reset_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -99,6 +108,9 @@ impl Default for Settings {
             database_acquire_timeout_secs: 10,
             workers: 2,
             job_lease_secs: 60,
+            smtp_url: None,
+            mail_from: "Mercato <shop@localhost>".into(),
+            password_reset_url: None,
         }
     }
 }
@@ -115,13 +127,13 @@ pub enum ConfigError {
 
 impl Settings {
     /// Defaults, then `mercato.toml` (or the file in `MERCATO_CONFIG`), then `MERCATO_*`
-    /// variables and `DATABASE_URL`.
+    /// variables, `DATABASE_URL` and `SMTP_URL`.
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("MERCATO_CONFIG").unwrap_or_else(|_| "mercato.toml".into());
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("MERCATO_"))
-            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Env::raw().only(&["DATABASE_URL", "SMTP_URL"]))
             .extract::<Settings>()
             .map_err(|e| ConfigError::Parse(Box::new(e)))
     }
@@ -190,6 +202,12 @@ impl Settings {
         if self.request_timeout_secs + self.payment_timeout_secs >= lease {
             return Err(ConfigError::Invalid(format!(
                 "MERCATO_REQUEST_TIMEOUT_SECS + MERCATO_PAYMENT_TIMEOUT_SECS must stay under {lease} s (the idempotency lease)"
+            )));
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "MERCATO_MAIL_FROM `{}` is not a mailbox like `Shop <shop@example.com>`",
+                self.mail_from
             )));
         }
         if self.request_timeout_secs == 0 {
@@ -264,6 +282,12 @@ mod tests {
         assert!(s.check_safety().is_err());
         let s = Settings { listen: "8080".into(), ..Settings::default() };
         assert!(s.check_safety().is_err());
+    }
+
+    #[test]
+    fn a_sender_that_is_no_mailbox_is_refused() {
+        let s = Settings { mail_from: "Shop".into(), ..Settings::default() };
+        assert!(s.check_safety().unwrap_err().to_string().contains("MERCATO_MAIL_FROM"));
     }
 
     #[test]

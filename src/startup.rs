@@ -60,6 +60,7 @@ impl Application {
             // Separate derivations of one secret, so an order token is no signing key.
             order_secret: signature::keyed_hash(secret.as_bytes(), b"order-access").into_bytes(),
             test_payment_secret: test_secret.into_bytes(),
+            reset_key: crate::auth::reset::reset_key(&secret),
         };
         let state = AppState {
             store: store.clone(),
@@ -75,10 +76,12 @@ impl Application {
         let router = router(state, settings, limiter);
         let listener = TcpListener::bind(settings.listen_addr()?).await?;
         let port = listener.local_addr()?.port();
-        let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let registry = job_registry(settings, &public_url)?;
+        let _ = base_url.set(public_url);
         spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs.max(1)));
         if settings.workers > 0 {
-            jobs::spawn_workers(&store, &jobs::Registry::default(), settings.workers, &worker_settings(settings));
+            jobs::spawn_workers(&store, &registry, settings.workers, &worker_settings(settings));
         }
         jobs::spawn_queue_metrics(store.clone(), Duration::from_secs(15));
         Ok(Self { listener, router, store })
@@ -107,6 +110,13 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The handler of every job kind that has one, as `mercato serve` and `mercato
+/// worker` run them. `public_url` is where this shop is reachable (for links in
+/// e-mails).
+pub fn job_registry(settings: &Settings, public_url: &str) -> anyhow::Result<jobs::Registry> {
+    Ok(jobs::Registry::default().with(crate::notify::EMAIL_SEND, Arc::new(crate::notify::email_handler(settings, public_url)?)))
 }
 
 pub fn worker_settings(settings: &Settings) -> jobs::WorkerSettings {

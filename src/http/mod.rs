@@ -67,6 +67,8 @@ pub struct Shop {
     pub order_secret: Vec<u8>,
     /// Verifies the `test` provider's webhooks.
     pub test_payment_secret: Vec<u8>,
+    /// Derives password reset tokens (`auth::reset`).
+    pub reset_key: Vec<u8>,
 }
 
 impl AppState {
@@ -162,6 +164,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(customers::list_addresses, customers::add_address))
         .routes(routes!(customers::delete_address))
         .routes(routes!(customers::my_orders))
+        .routes(routes!(customers::request_password_reset))
+        .routes(routes!(customers::confirm_password_reset))
         .routes(routes!(carts::create_cart))
         .routes(routes!(carts::get_cart))
         .routes(routes!(carts::add_item))

@@ -8,5 +8,6 @@ pub mod checkout;
 pub mod customers;
 pub mod demo;
 pub mod import;
+pub mod password_reset;
 pub mod sessions;
 pub mod staff;

@@ -15,7 +15,9 @@ pub mod customers;
 pub mod idempotency;
 pub mod inventory;
 pub mod jobs;
+pub mod notifications;
 pub mod orders;
+pub mod password_resets;
 pub mod payments;
 pub mod rates;
 pub mod rows;
@@ -121,6 +123,8 @@ migrations! {
     3 => "0003_customers_inventory_checkout",
     4 => "0004_order_admin_indexes",
     5 => "0005_jobs",
+    // 6 is the order lifecycle's (on its own branch).
+    7 => "0007_notifications",
 }
 
 impl Store {
