@@ -11,5 +11,6 @@ mod cli;
 mod concurrency;
 mod import;
 mod jobs;
+mod notifications;
 mod operations;
 mod rbac;
