@@ -84,9 +84,11 @@ pub async fn logout(State(state): State<AppState>, ApiJson(input): ApiJson<Refre
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Asks for a password reset e-mail. Always 202, whether or not an account has
-/// this address (no account enumeration); the link in the e-mail works once,
-/// for an hour. Rate-limited like logins.
+/// Asks for a password reset e-mail.
+///
+/// Always 202, whether or not an account has this address (no account
+/// enumeration); the link in the e-mail works once, for an hour. Rate-limited
+/// like logins.
 #[utoipa::path(post, path = "/v1/customers/password-reset", tag = "customers", request_body = PasswordResetRequest,
     responses((status = 202), (status = 422, body = Problem), (status = 429, body = Problem)))]
 pub async fn request_password_reset(
@@ -97,8 +99,10 @@ pub async fn request_password_reset(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// Sets a new password with the token from a reset e-mail. The token is spent and
-/// every session of the account ends (its refresh tokens are revoked).
+/// Sets a new password with the token from a reset e-mail.
+///
+/// The token is spent and every session of the account ends (its refresh tokens
+/// are revoked).
 #[utoipa::path(post, path = "/v1/customers/password-reset/confirm", tag = "customers", request_body = PasswordResetConfirm,
     responses((status = 204), (status = 400, body = Problem, description = "`invalid_reset_token`: unknown, expired or used"),
         (status = 422, body = Problem), (status = 429, body = Problem)))]
