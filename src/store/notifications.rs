@@ -32,7 +32,7 @@ pub struct Notification {
 
 impl Store {
     /// Claims the message keyed `dedupe_key` for one send attempt, creating its row
-    /// on first sight.
+    /// on first sight. The row keeps the recipient of the latest attempt.
     pub async fn claim_notification(
         &self,
         dedupe_key: &str,
@@ -56,11 +56,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let claimed = sqlx::query(
-            "UPDATE notifications SET status = 'pending', attempts = attempts + 1, locked_until = $1, updated_at = $2
-             WHERE dedupe_key = $3 AND status <> 'sent' AND (locked_until IS NULL OR locked_until < $2)",
+            "UPDATE notifications SET status = 'pending', attempts = attempts + 1, locked_until = $1, updated_at = $2, recipient = $3
+             WHERE dedupe_key = $4 AND status <> 'sent' AND (locked_until IS NULL OR locked_until < $2)",
         )
         .bind(format_time(time::OffsetDateTime::now_utc() + lease))
         .bind(ts.as_str())
+        .bind(recipient)
         .bind(dedupe_key)
         .execute(&mut *tx)
         .await?
