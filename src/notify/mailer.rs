@@ -143,6 +143,30 @@ mod tests {
         assert_eq!(err.kind(), "permanent");
     }
 
+    #[tokio::test]
+    async fn no_server_listening_is_a_transient_failure() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mailer = SmtpMailer::from_url(&format!("smtp://127.0.0.1:{port}")).unwrap();
+        let from: Mailbox = "Mercato <shop@localhost>".parse().unwrap();
+        let email = build_message(&from, "ann@example.com", "x", &rendered()).unwrap();
+        let err = mailer.send(&email).await.unwrap_err();
+        assert_eq!(err.kind(), "transient", "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_holds_one_file_per_message_id() {
+        let dir = std::env::temp_dir().join(format!("mercato-outbox-{}", uuid::Uuid::now_v7().simple()));
+        let mailer = OutboxMailer::new(dir.clone());
+        let from: Mailbox = "Mercato <shop@localhost>".parse().unwrap();
+        let email = build_message(&from, "ann@example.com", "abc", &rendered()).unwrap();
+        mailer.send(&email).await.unwrap();
+        // A resend replaces the file rather than adding one.
+        mailer.send(&email).await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("abc.eml")]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     // The transport's connection pool starts a task, hence the runtime.
     #[tokio::test]
     async fn smtp_urls_are_checked_without_echoing_them() {

@@ -214,6 +214,8 @@ async fn an_email_job_is_delivered_over_smtp_with_text_and_html(app: TestApp) {
     assert_eq!((job.kind.as_str(), job.status.as_str()), (EMAIL_SEND, "done"));
     let record = app.store.notification(&key).await.unwrap().unwrap();
     assert_eq!((record.status.as_str(), record.attempts, record.recipient.as_str()), ("sent", 1, "ann@example.com"));
+    let metrics = app.get("/metrics").await.body;
+    assert!(metrics.as_str().unwrap_or("").contains(r#"emails_sent_total{template="order_shipped"}"#), "{metrics}");
 }
 
 async fn without_smtp_url_messages_are_written_to_the_outbox(app: TestApp) {
