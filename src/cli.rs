@@ -138,15 +138,13 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Worker { count } => {
             let store = connect(&settings).await?;
             // A worker has no server of its own: the `test` provider's webhooks go to the shop's.
+            let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
             let base_url = std::sync::Arc::new(std::sync::OnceLock::new());
-            let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen)));
+            let _ = base_url.set(public_url.clone());
             let providers = crate::startup::payment_providers(&settings, base_url)?;
-            let workers = crate::jobs::spawn_workers(
-                &store,
-                &crate::startup::job_registry(&providers),
-                count.max(1),
-                &crate::startup::worker_settings(&settings),
-            );
+            let registry = crate::startup::job_registry(&settings, &public_url, &providers)?;
+            let workers =
+                crate::jobs::spawn_workers(&store, &registry, count.max(1), &crate::startup::worker_settings(&settings));
             if settings.housekeeping {
                 let schedule = crate::ops::housekeeping::schedule(std::time::Duration::from_secs(settings.expiry_sweep_secs));
                 crate::ops::housekeeping::spawn_scheduler(store.clone(), schedule);

@@ -84,6 +84,15 @@ pub struct Settings {
     pub stripe_webhook_secret: Option<Secret>,
     /// Where Stripe's API is (a mock in tests).
     pub stripe_api_base: String,
+    /// `smtp://host:port`, `smtp://user:pass@host:587?tls=required` (STARTTLS) or
+    /// `smtps://user:pass@host` (`SMTP_URL`); unset: messages are written as `.eml`
+    /// files to `data_dir/outbox`.
+    pub smtp_url: Option<String>,
+    /// The sender of every message.
+    pub mail_from: String,
+    /// The storefront page that asks for a new password; reset e-mails link to it
+    /// with `?token=`. `<public_url>/reset-password` when absent.
+    pub password_reset_url: Option<String>,
 }
 
 /// What a checkout does when the payment provider cannot be reached.
@@ -160,6 +169,9 @@ impl Default for Settings {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: crate::payments::stripe::DEFAULT_API_BASE.into(),
+            smtp_url: None,
+            mail_from: "Mercato <shop@localhost>".into(),
+            password_reset_url: None,
         }
     }
 }
@@ -176,13 +188,13 @@ pub enum ConfigError {
 
 impl Settings {
     /// Defaults, then `mercato.toml` (or the file in `MERCATO_CONFIG`), then `MERCATO_*`
-    /// variables, `DATABASE_URL` and the `STRIPE_*` secrets (named as Stripe's docs name them).
+    /// variables, `DATABASE_URL`, `SMTP_URL` and the `STRIPE_*` secrets (named as Stripe's docs name them).
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("MERCATO_CONFIG").unwrap_or_else(|_| "mercato.toml".into());
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("MERCATO_"))
-            .merge(Env::raw().only(&["DATABASE_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]))
+            .merge(Env::raw().only(&["DATABASE_URL", "SMTP_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]))
             .extract::<Settings>()
             .map_err(|e| ConfigError::Parse(Box::new(e)))
     }
@@ -281,6 +293,12 @@ impl Settings {
                  and payments confirmed later would never reach their orders; set it to the endpoint's signing secret (whsec_...)"
                     .into(),
             ));
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "MERCATO_MAIL_FROM `{}` is not a mailbox like `Shop <shop@example.com>`",
+                self.mail_from
+            )));
         }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid("MERCATO_REQUEST_TIMEOUT_SECS must be at least 1".into()));
@@ -388,6 +406,12 @@ mod tests {
         assert!(s.check_safety().is_ok());
         let s = Settings { payment_circuit_failure_threshold: 0, ..Settings::default() };
         assert!(s.check_safety().is_err());
+    }
+
+    #[test]
+    fn a_sender_that_is_no_mailbox_is_refused() {
+        let s = Settings { mail_from: "Shop".into(), ..Settings::default() };
+        assert!(s.check_safety().unwrap_err().to_string().contains("MERCATO_MAIL_FROM"));
     }
 
     #[test]

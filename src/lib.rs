@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod loadtest;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod payments;
 pub mod startup;

@@ -50,7 +50,6 @@ impl Application {
         let default_currency = Currency::parse(&settings.default_currency)?;
         let base_url = Arc::new(OnceLock::new());
         let providers = payment_providers(settings, base_url.clone())?;
-        let registry = job_registry(&providers);
         let shop = Shop {
             carts: CartSettings {
                 max_line_quantity: settings.max_line_quantity,
@@ -65,6 +64,7 @@ impl Application {
             test_payment_secret: test_secret.into_bytes(),
             support_refund_limit: settings.support_refund_limit,
             stripe_webhook_secret: settings.stripe_webhook_secret.clone(),
+            reset_key: crate::auth::reset::reset_key(&secret),
         };
         let state = AppState {
             store: store.clone(),
@@ -80,7 +80,9 @@ impl Application {
         let router = router(state, settings, limiter);
         let listener = TcpListener::bind(settings.listen_addr()?).await?;
         let port = listener.local_addr()?.port();
-        let _ = base_url.set(settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}")));
+        let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let registry = job_registry(settings, &public_url, &providers)?;
+        let _ = base_url.set(public_url);
         if settings.housekeeping {
             housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule(Duration::from_secs(settings.expiry_sweep_secs)));
         }
@@ -140,13 +142,19 @@ pub fn payment_providers(
     Ok(Arc::from(providers))
 }
 
-/// What each kind of job does.
-pub fn job_registry(providers: &Arc<[Arc<dyn PaymentProvider>]>) -> jobs::Registry {
+/// The handler of every job kind, as `mercato serve` and `mercato worker` run
+/// them. `public_url` is where this shop is reachable (for links in e-mails).
+pub fn job_registry(
+    settings: &Settings,
+    public_url: &str,
+    providers: &Arc<[Arc<dyn PaymentProvider>]>,
+) -> anyhow::Result<jobs::Registry> {
     let registry = jobs::Registry::default()
+        .with(crate::notify::EMAIL_SEND, Arc::new(crate::notify::email_handler(settings, public_url)?))
         .with(crate::ops::refunds::EXECUTE_JOB, Arc::new(crate::ops::refunds::ExecuteRefund { providers: providers.clone() }))
         .with(crate::store::webhooks::DELIVER_JOB, Arc::new(crate::ops::webhooks::Deliver::new(Duration::from_secs(10))))
         .with(jobs::retry_payment::KIND, Arc::new(jobs::retry_payment::RetryPaymentHandler::new(providers.clone())));
-    housekeeping::register(crate::ops::events::register(registry))
+    Ok(housekeeping::register(crate::ops::events::register(registry)))
 }
 
 pub fn worker_settings(settings: &Settings) -> jobs::WorkerSettings {

@@ -3,4 +3,5 @@
 //! issued to a customer can never open the admin API.
 
 pub mod password;
+pub mod reset;
 pub mod tokens;

@@ -13,6 +13,7 @@ use crate::domain::cursor;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::ops::carts::{self as cart_ops, Shopper};
 use crate::ops::customers::{self as ops, RegisterInput};
+use crate::ops::password_reset::{self, PasswordResetConfirm, PasswordResetRequest};
 use crate::ops::sessions::{LoginInput, RefreshInput, TokenPair};
 use crate::store::customers::{Customer as CustomerView, SavedAddress};
 use crate::store::orders::Order;
@@ -80,6 +81,36 @@ pub async fn refresh(State(state): State<AppState>, ApiJson(input): ApiJson<Refr
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "customers", request_body = RefreshInput, responses((status = 204)))]
 pub async fn logout(State(state): State<AppState>, ApiJson(input): ApiJson<RefreshInput>) -> ApiResult<StatusCode> {
     ops::logout(&state.store, input).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Asks for a password reset e-mail.
+///
+/// Always 202, whether or not an account has this address (no account
+/// enumeration); the link in the e-mail works once, for an hour. Rate-limited
+/// like logins.
+#[utoipa::path(post, path = "/v1/customers/password-reset", tag = "customers", request_body = PasswordResetRequest,
+    responses((status = 202), (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<PasswordResetRequest>,
+) -> ApiResult<StatusCode> {
+    password_reset::request(&state.store, &state.shop.reset_key, &input).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Sets a new password with the token from a reset e-mail.
+///
+/// The token is spent and every session of the account ends (its refresh tokens
+/// are revoked).
+#[utoipa::path(post, path = "/v1/customers/password-reset/confirm", tag = "customers", request_body = PasswordResetConfirm,
+    responses((status = 204), (status = 400, body = Problem, description = "`invalid_reset_token`: unknown, expired or used"),
+        (status = 422, body = Problem), (status = 429, body = Problem)))]
+pub async fn confirm_password_reset(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<PasswordResetConfirm>,
+) -> ApiResult<StatusCode> {
+    password_reset::confirm(&state.store, input).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

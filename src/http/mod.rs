@@ -73,6 +73,8 @@ pub struct Shop {
     pub support_refund_limit: i64,
     /// Verifies Stripe's webhooks, when Stripe is configured.
     pub stripe_webhook_secret: Option<Secret>,
+    /// Derives password reset tokens (`auth::reset`).
+    pub reset_key: Vec<u8>,
 }
 
 impl AppState {
@@ -177,6 +179,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(customers::list_addresses, customers::add_address))
         .routes(routes!(customers::delete_address))
         .routes(routes!(customers::my_orders))
+        .routes(routes!(customers::request_password_reset))
+        .routes(routes!(customers::confirm_password_reset))
         .routes(routes!(carts::create_cart))
         .routes(routes!(carts::get_cart))
         .routes(routes!(carts::add_item))

@@ -37,7 +37,8 @@ impl LimitClass {
         if matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/v1/payments/webhooks/") {
             return None;
         }
-        if path.ends_with("/auth/login") {
+        // Password resets mail a stranger's inbox and try tokens: as strict as logins.
+        if path.ends_with("/auth/login") || path.starts_with("/v1/customers/password-reset") {
             return Some(LimitClass::Login);
         }
         if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
@@ -161,6 +162,8 @@ mod tests {
     #[test]
     fn routes_are_classified() {
         assert_eq!(LimitClass::of(&Method::POST, "/v1/admin/auth/login"), Some(LimitClass::Login));
+        assert_eq!(LimitClass::of(&Method::POST, "/v1/customers/password-reset"), Some(LimitClass::Login));
+        assert_eq!(LimitClass::of(&Method::POST, "/v1/customers/password-reset/confirm"), Some(LimitClass::Login));
         assert_eq!(LimitClass::of(&Method::GET, "/v1/products"), Some(LimitClass::Read));
         assert_eq!(LimitClass::of(&Method::PATCH, "/v1/admin/products/x"), Some(LimitClass::Write));
         assert_eq!(LimitClass::of(&Method::GET, "/healthz"), None);

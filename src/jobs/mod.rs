@@ -18,7 +18,44 @@ use crate::domain::backoff::retry_delay;
 use crate::store::Store;
 use crate::store::jobs::Job;
 
-pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
+
+/// Why a job did not finish. Most failures may pass (the job runs again after a
+/// backoff); a permanent one cannot, so the job goes to the dead letters at once
+/// instead of spending its attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl JobError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: false }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: true }
+    }
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> Self {
+        Self::retry(message)
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(message: &str) -> Self {
+        Self::retry(message)
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// What to do for one kind of job.
 pub trait JobHandler: Send + Sync {
@@ -78,11 +115,17 @@ pub async fn run_once(store: &Store, registry: &Registry, worker: &str, settings
                 store.complete_job(job.id, worker).await?;
                 metrics::counter!("jobs_completed_total", "kind" => job.kind.clone()).increment(1);
             }
+            Err(error) if error.permanent => {
+                tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed for good");
+                metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
+                metrics::counter!("jobs_dead_lettered_total", "kind" => job.kind.clone()).increment(1);
+                store.bury_job(job.id, worker, &error.message).await?;
+            }
             Err(error) => {
                 let delay = retry_delay(job.attempts as u32, settings.retry_base, settings.retry_cap, rand::rng().random());
                 tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed");
                 metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
-                store.fail_job(job.id, worker, &error, delay).await?;
+                store.fail_job(job.id, worker, &error.message, delay).await?;
             }
         }
     }

@@ -31,10 +31,10 @@ impl JobHandler for RetryPaymentHandler {
                 serde_json::from_value(job.payload.clone()).map_err(|e| format!("unreadable payment.retry payload: {e}"))?;
             match retry_payment(store, &self.providers, &retry).await {
                 Ok(()) => Ok(()),
-                Err(e @ RetryError::Unavailable(_)) => Err(e.to_string()),
+                Err(e @ RetryError::Unavailable(_)) => Err(e.to_string().into()),
                 Err(e) => {
                     tracing::error!(order.id = %retry.order_id, error = %e, "queued payment could not be retried");
-                    Err(e.to_string())
+                    Err(e.to_string().into())
                 }
             }
         })

@@ -1,12 +1,18 @@
 //! What happens after a business event. Every event is a job written in the
-//! transaction of the change it announces (the outbox); its handler fans it out
-//! to the shop's subscribers — one `webhook.deliver` job each, under a key made
-//! of the event id, so handling an event twice queues nothing twice.
+//! transaction of the change it announces (the outbox); its handler fans it out,
+//! in one transaction: one `webhook.deliver` job per subscriber, under a key made
+//! of the event id (handling an event twice queues nothing twice), and the
+//! customer's e-mail for the events that have one, under a key naming what it is
+//! about (`order_shipped:<shipment id>`), which the sender never sends twice.
 
 use std::sync::Arc;
 
+use serde_json::json;
+use uuid::Uuid;
+
 use crate::domain::order_status::OrderStatus;
 use crate::jobs::{JobFuture, JobHandler, Registry};
+use crate::notify::{Template, enqueue_email};
 use crate::store::Store;
 use crate::store::jobs::Job;
 use crate::store::webhooks::fan_out;
@@ -29,13 +35,72 @@ struct FanOut;
 impl JobHandler for FanOut {
     fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
         Box::pin(async move {
+            let email = customer_email(store, &job.kind, &job.payload).await.map_err(|e| e.to_string())?;
             let mut tx = store.begin().await.map_err(|e| e.to_string())?;
             let queued = fan_out(&mut tx, job.id, &job.kind, &job.payload).await.map_err(|e| e.to_string())?;
+            if let Some(e) = &email {
+                enqueue_email(&mut tx, e.template, &e.to, e.context.clone(), &e.dedupe_key).await.map_err(|e| e.to_string())?;
+            }
             tx.commit().await.map_err(|e| e.to_string())?;
-            tracing::debug!(event = %job.kind, event.id = %job.id, deliveries = queued, "event fanned out");
+            tracing::debug!(event = %job.kind, event.id = %job.id, deliveries = queued, email = email.is_some(), "event fanned out");
             Ok(())
         })
     }
+}
+
+struct CustomerEmail {
+    template: Template,
+    to: String,
+    context: serde_json::Value,
+    dedupe_key: String,
+}
+
+/// The e-mail the customer gets for an event, if any, with what it shows.
+async fn customer_email(store: &Store, kind: &str, payload: &serde_json::Value) -> anyhow::Result<Option<CustomerEmail>> {
+    let id = |name: &str| payload.get(name).and_then(|v| v.as_str()).and_then(|v| v.parse::<Uuid>().ok());
+    let template = match kind {
+        "order.paid" => Template::OrderConfirmed,
+        "shipment.created" => Template::OrderShipped,
+        "order.delivered" => Template::OrderDelivered,
+        "refund.succeeded" => Template::OrderRefunded,
+        _ => return Ok(None),
+    };
+    let Some(order) = (match id("order_id") {
+        Some(order_id) => store.order(order_id).await?,
+        None => None,
+    }) else {
+        return Ok(None);
+    };
+    let (context, about) = match template {
+        Template::OrderShipped => {
+            let shipment_id = id("shipment_id").ok_or_else(|| anyhow::anyhow!("shipment.created without shipment_id"))?;
+            let shipment = store.shipments(order.id).await?.into_iter().find(|s| s.id == shipment_id);
+            let Some(shipment) = shipment else { return Ok(None) };
+            let lines: Vec<serde_json::Value> = shipment
+                .lines
+                .iter()
+                .filter_map(|l| order.lines.iter().find(|o| o.id == l.line_id).map(|o| (o, l.quantity)))
+                .map(|(o, quantity)| json!({"title": o.title, "sku": o.sku, "quantity": quantity}))
+                .collect();
+            let partial = order.lines.iter().any(|l| l.shipped_quantity < l.quantity);
+            let shipment = json!({
+                "carrier": shipment.carrier, "tracking_number": shipment.tracking_number,
+                "tracking_url": shipment.tracking_url, "partial": partial, "lines": lines,
+            });
+            (json!({"order": order, "shipment": shipment}), shipment_id.to_string())
+        }
+        Template::OrderRefunded => {
+            let refund_id = id("refund_id").ok_or_else(|| anyhow::anyhow!("refund.succeeded without refund_id"))?;
+            let refund = json!({
+                "amount": payload.get("amount"), "currency": payload.get("currency"),
+                "partial": payload.get("partial").and_then(|v| v.as_bool()).unwrap_or(false),
+            });
+            (json!({"order": order, "refund": refund}), refund_id.to_string())
+        }
+        _ => (json!({"order": order}), order.id.to_string()),
+    };
+    let dedupe_key = format!("{}:{about}", template.as_str());
+    Ok(Some(CustomerEmail { template, to: order.email.clone(), context, dedupe_key }))
 }
 
 /// Registers the fan-out for every event type.

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod events;
 pub mod housekeeping;
 pub mod import;
+pub mod password_reset;
 pub mod payments;
 pub mod refunds;
 pub mod sessions;

@@ -128,7 +128,7 @@ impl JobHandler for ExecuteRefund {
             match execute(store, &self.providers, &ticket).await {
                 Ok(Executed::Settled(_)) => Ok(()),
                 Ok(Executed::Deferred(_)) => Err("the payment provider is unavailable".into()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.to_string().into()),
             }
         })
     }

@@ -73,8 +73,8 @@ impl JobHandler for Deliver {
             metrics::counter!("webhook_deliveries_total", "type" => kind.clone(), "outcome" => outcome).increment(1);
             match sent {
                 Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("{} answered {}", sub.url, r.status())),
-                Err(e) => Err(format!("{} unreachable: {e}", sub.url)),
+                Ok(r) => Err(format!("{} answered {}", sub.url, r.status()).into()),
+                Err(e) => Err(format!("{} unreachable: {e}", sub.url).into()),
             }
         })
     }

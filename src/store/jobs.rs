@@ -230,6 +230,23 @@ impl Store {
             .rows_affected())
     }
 
+    /// Sends a job straight to the dead letters, if `worker` still holds it: its
+    /// handler knows that no retry can succeed (a recipient refused for good).
+    pub async fn bury_job(&self, job_id: Uuid, worker: &str, error: &str) -> StoreResult<()> {
+        let ts = now();
+        sqlx::query(
+            "UPDATE jobs SET status = 'dead', finished_at = $1, last_error = $2, locked_until = NULL, updated_at = $1
+             WHERE id = $3 AND locked_by = $4 AND status = 'running'",
+        )
+        .bind(ts.as_str())
+        .bind(error.chars().take(2000).collect::<String>())
+        .bind(job_id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Puts a dead job back in the queue with fresh attempts.
     pub async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>> {
         let ts = now();

@@ -16,7 +16,9 @@ pub mod fulfilment;
 pub mod idempotency;
 pub mod inventory;
 pub mod jobs;
+pub mod notifications;
 pub mod orders;
+pub mod password_resets;
 pub mod payments;
 pub mod rates;
 pub mod refunds;
@@ -125,6 +127,7 @@ migrations! {
     4 => "0004_order_admin_indexes",
     5 => "0005_jobs",
     6 => "0006_order_lifecycle",
+    7 => "0007_notifications",
 }
 
 impl Store {

@@ -33,7 +33,7 @@ impl JobHandler for RecordEffect {
                 .execute(store.pool())
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string().into())
         })
     }
 }
@@ -42,7 +42,7 @@ struct AlwaysFails;
 
 impl JobHandler for AlwaysFails {
     fn run<'a>(&'a self, _store: &'a Store, _job: &'a Job) -> JobFuture<'a> {
-        Box::pin(async { Err("the provider said no".to_owned()) })
+        Box::pin(async { Err("the provider said no".into()) })
     }
 }
 

@@ -314,9 +314,51 @@ async fn customers_ask_to_return_their_own_orders_only(app: TestApp) {
     assert_eq!(history["items"][3]["actor_type"], "customer", "{history}");
 }
 
+/// Each step the customer should hear about sends its e-mail once (here to the
+/// `.eml` outbox of the embedded mode), however often its event is handled.
+async fn the_customer_hears_of_payment_shipment_delivery_and_refund_once_each(app: TestApp) {
+    let owner = app.owner_token().await;
+    german_rates(&app, &owner).await;
+    stocked_product(&app, &owner, "Rug", &[("RUG-1", 8000, 2)]).await;
+    let order = app.paid_order(&[("RUG-1", 1)], "e-1").await;
+    let id = order["id"].as_str().unwrap();
+    app.admin_post(
+        &format!("/v1/admin/orders/{id}/shipments"),
+        &owner,
+        json!({"carrier": "DHL", "tracking_number": "JJD000111", "tracking_url": "https://track.example/JJD000111"}),
+    )
+    .await
+    .expect(201);
+    app.admin_post(&format!("/v1/admin/orders/{id}/deliver"), &owner, json!({})).await.expect(200);
+    app.refund(&owner, id, "e-r", 1000).await.expect(201);
+    app.drain_jobs().await;
+    // Handling every event again sends nothing more.
+    sqlx::query("UPDATE jobs SET status = 'queued', run_at = $1 WHERE kind LIKE 'order.%' OR kind LIKE 'shipment.%' OR kind LIKE 'refund.%'")
+        .bind(mercato::store::now())
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    app.drain_jobs().await;
+
+    let outbox = app.settings.data_dir.join("outbox");
+    let mut mails: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap_or_else(|e| panic!("{}: {e}", outbox.display()))
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    mails.sort_by_key(|m| ["onfirm", "shipped", "delivered", "efund"].iter().position(|k| m.contains(k)).unwrap_or(9));
+    assert_eq!(mails.len(), 4, "{mails:#?}");
+    let number = order["number"].as_str().unwrap();
+    for m in &mails {
+        assert!(m.contains("To: ann@example.com") && m.contains(number), "{m}");
+    }
+    assert!(mails[1].contains("JJD000111") && mails[1].contains("https://track.example/JJD000111"), "{}", mails[1]);
+    assert!(mails[3].contains("10.00"), "{}", mails[3]);
+}
+
 on_both_databases!(
     an_order_ships_in_two_parcels_is_delivered_returned_and_refunded,
     cancelling_releases_or_restocks_and_refunds_in_full,
     concurrent_refunds_never_exceed_what_was_paid,
     customers_ask_to_return_their_own_orders_only,
+    the_customer_hears_of_payment_shipment_delivery_and_refund_once_each,
 );

@@ -344,11 +344,10 @@ async fn queued_payments_hold_the_stock_and_the_retry_job_pays_them(backend: Bac
     assert_eq!(shop.checkout_as(&guest, "q-1").await.expect(202), accepted);
     assert_eq!(shop.requests().await.len(), 1);
 
-    let providers = mercato::startup::payment_providers(&shop.app.settings, Default::default()).unwrap();
-    let registry = mercato::startup::job_registry(&providers);
+    let registry = &shop.app.jobs;
     let worker = mercato::jobs::WorkerSettings { retry_base: Duration::ZERO, ..Default::default() };
     // Stripe still down: the job fails and stays queued; the order keeps waiting.
-    while mercato::jobs::run_once(&shop.app.store, &registry, "w", &worker).await.unwrap() > 0 {
+    while mercato::jobs::run_once(&shop.app.store, registry, "w", &worker).await.unwrap() > 0 {
         if shop.requests().await.len() == 2 {
             break;
         }
@@ -361,7 +360,7 @@ async fn queued_payments_hold_the_stock_and_the_retry_job_pays_them(backend: Bac
     assert_eq!(sqlx::Row::get::<i64, _>(&job, "attempts"), 1);
     assert_eq!(shop.order_status(&order_id).await, "pending_payment");
     // Back up: the next run pays the order.
-    while mercato::jobs::run_once(&shop.app.store, &registry, "w", &worker).await.unwrap() > 0 {}
+    while mercato::jobs::run_once(&shop.app.store, registry, "w", &worker).await.unwrap() > 0 {}
     assert_eq!(shop.order_status(&order_id).await, "paid");
     assert_eq!(shop.stock().await, (9, 0));
     let requests = shop.requests().await;
@@ -384,9 +383,8 @@ async fn a_queued_payment_whose_order_expired_is_not_asked_for_again(backend: Ba
     let later = mercato::store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
     assert_eq!(mercato::ops::checkout::expire_due(&shop.app.store, &later).await.unwrap(), 1);
 
-    let registry =
-        mercato::startup::job_registry(&mercato::startup::payment_providers(&shop.app.settings, Default::default()).unwrap());
-    while mercato::jobs::run_once(&shop.app.store, &registry, "w", &Default::default()).await.unwrap() > 0 {}
+    let registry = &shop.app.jobs;
+    while mercato::jobs::run_once(&shop.app.store, registry, "w", &Default::default()).await.unwrap() > 0 {}
     assert_eq!(shop.requests().await.len(), 1, "Stripe is not asked to charge an expired order");
     assert_eq!(shop.order_status(&order_id).await, "expired");
     let job = sqlx::query("SELECT status FROM jobs WHERE kind = 'payment.retry'").fetch_one(shop.app.store.pool()).await.unwrap();
