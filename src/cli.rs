@@ -84,6 +84,10 @@ pub enum LoadScenario {
         variants: usize,
         #[arg(long, default_value_t = 1_000_000)]
         stock: i64,
+        /// Also time each order's confirmation e-mail (reads the shop's database:
+        /// run with the shop's DATABASE_URL / MERCATO_DATA_DIR).
+        #[arg(long)]
+        emails: bool,
     },
     /// Enqueues no-op jobs into this shop's database and drains them with workers
     /// in this process; prints jobs/s and pick-up latency percentiles.
@@ -224,8 +228,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Loadtest {
-            scenario: LoadScenario::Checkout { url, admin_email, admin_password, concurrency, seconds, variants, stock },
+            scenario: LoadScenario::Checkout { url, admin_email, admin_password, concurrency, seconds, variants, stock, emails },
         } => {
+            let emails = if emails { Some(connect(&settings).await?) } else { None };
             crate::loadtest::run(crate::loadtest::CheckoutLoad {
                 url,
                 admin_email,
@@ -234,6 +239,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 duration: std::time::Duration::from_secs(seconds),
                 variants: variants.max(1),
                 stock_per_variant: stock,
+                emails,
             })
             .await
         }

@@ -2,7 +2,9 @@
 //! HTTP, then the invariants. Each buyer loops: create a cart, add a variant,
 //! check out with a fresh `Idempotency-Key` and `tok_ok`. Checkout latency goes
 //! into an HDR histogram; afterwards the shop's ledger must reconcile and no
-//! variant may hold more reserved than on hand.
+//! variant may hold more reserved than on hand. With `--emails`, it then reads
+//! the shop's database and reports, for every order, the time from the checkout
+//! answer to its confirmation e-mail being handed over (SMTP or `.eml`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +23,8 @@ pub struct CheckoutLoad {
     /// Variants to spread buyers over; 1 makes every buyer want the same one.
     pub variants: usize,
     pub stock_per_variant: i64,
+    /// The shop's database, to time confirmation e-mails against checkout answers.
+    pub emails: Option<crate::store::Store>,
 }
 
 #[derive(Default)]
@@ -54,23 +58,26 @@ pub async fn run(load: CheckoutLoad) -> anyhow::Result<()> {
     );
 
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let answered = Arc::new(Mutex::new(Vec::<(String, time::OffsetDateTime)>::new()));
     let counts = Arc::new(Counts::default());
     let skus = Arc::new(skus);
     let started = Instant::now();
     let deadline = started + load.duration;
     let mut workers = Vec::new();
     for w in 0..load.concurrency {
-        let (client, base, skus, histogram, counts) =
-            (client.clone(), base.clone(), skus.clone(), histogram.clone(), counts.clone());
+        let (client, base, skus, histogram, counts, answered) =
+            (client.clone(), base.clone(), skus.clone(), histogram.clone(), counts.clone(), answered.clone());
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut orders = Vec::new();
             let mut i = w;
             while Instant::now() < deadline {
                 let sku = &skus[i % skus.len()];
                 i += load_stride(skus.len());
                 match buy(&client, &base, sku).await {
-                    Ok((status, micros, kind)) => {
+                    Ok(Bought { status, micros, kind, order }) => {
                         let _ = local.record(micros.max(1));
+                        orders.extend(order);
                         let c = match status {
                             201 => &counts.created,
                             409 if kind == "out_of_stock" => &counts.out_of_stock,
@@ -85,6 +92,7 @@ pub async fn run(load: CheckoutLoad) -> anyhow::Result<()> {
                 }
             }
             let _ = histogram.lock().await.add(&local);
+            answered.lock().await.extend(orders);
         }));
     }
     for w in workers {
@@ -137,6 +145,43 @@ pub async fn run(load: CheckoutLoad) -> anyhow::Result<()> {
     if discrepancies > 0 || sold != created as i64 {
         anyhow::bail!("the shop's books do not add up");
     }
+    if let Some(store) = &load.emails {
+        email_latency(store, &answered.lock().await).await?;
+    }
+    Ok(())
+}
+
+/// Waits for every order's confirmation e-mail, then prints the time from the
+/// checkout answer (as this client saw it) to the e-mail being handed over.
+async fn email_latency(store: &crate::store::Store, answered: &[(String, time::OffsetDateTime)]) -> anyhow::Result<()> {
+    let keys: Vec<String> = answered.iter().map(|(id, _)| format!("order_confirmed:{id}")).collect();
+    let wait_until = Instant::now() + Duration::from_secs(300);
+    let sent = loop {
+        let sent = store.notification_sent_times(&keys).await?;
+        if sent.len() == keys.len() || Instant::now() > wait_until {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for (id, at) in answered {
+        let Some(sent_at) = sent.get(&format!("order_confirmed:{id}")) else { continue };
+        let sent_at = time::OffsetDateTime::parse(sent_at, &time::format_description::well_known::Rfc3339)?;
+        let _ = h.record(((sent_at - *at).whole_microseconds().max(1)) as u64);
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "confirmation e-mails: {} of {} sent; answer → e-mail ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        sent.len(),
+        keys.len(),
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        h.max() as f64 / 1000.0
+    );
+    if sent.len() < keys.len() {
+        anyhow::bail!("{} confirmation e-mail(s) were not sent within 5 minutes", keys.len() - sent.len());
+    }
     Ok(())
 }
 
@@ -145,8 +190,17 @@ fn load_stride(n: usize) -> usize {
     if n > 1 { 7919 % n.max(1) + 1 } else { 1 }
 }
 
-/// One buyer's flow; returns the checkout's status, latency (µs) and problem type.
-async fn buy(client: &reqwest::Client, base: &str, sku: &str) -> anyhow::Result<(u16, u64, String)> {
+struct Bought {
+    status: u16,
+    micros: u64,
+    /// Problem type of a refusal.
+    kind: String,
+    /// The order placed, and when its answer arrived.
+    order: Option<(String, time::OffsetDateTime)>,
+}
+
+/// One buyer's flow, through the checkout's answer.
+async fn buy(client: &reqwest::Client, base: &str, sku: &str) -> anyhow::Result<Bought> {
     let cart: Value = client.post(format!("{base}/v1/carts")).send().await?.error_for_status()?.json().await?;
     let (id, token) = (cart["id"].as_str().unwrap_or_default(), cart["cart_token"].as_str().unwrap_or_default());
     client
@@ -171,7 +225,9 @@ async fn buy(client: &reqwest::Client, base: &str, sku: &str) -> anyhow::Result<
         .await?;
     let status = res.status().as_u16();
     let answer: Value = res.json().await.unwrap_or(Value::Null);
-    Ok((status, t.elapsed().as_micros() as u64, answer["type"].as_str().unwrap_or_default().to_owned()))
+    let micros = t.elapsed().as_micros() as u64;
+    let order = answer["order"]["id"].as_str().map(|id| (id.to_owned(), time::OffsetDateTime::now_utc()));
+    Ok(Bought { status, micros, kind: answer["type"].as_str().unwrap_or_default().to_owned(), order })
 }
 
 /// Creates the products (100 variants each, the most one option may list), stocks them, and makes sure

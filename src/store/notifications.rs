@@ -132,4 +132,23 @@ impl Store {
         })
         .transpose()
     }
+
+    /// When each of these messages was handed over, for those sent.
+    pub async fn notification_sent_times(
+        &self,
+        dedupe_keys: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, String>> {
+        let mut sent = std::collections::HashMap::new();
+        for chunk in dedupe_keys.chunks(500) {
+            let mut q =
+                super::SqlBuilder::new("SELECT dedupe_key, sent_at FROM notifications WHERE status = 'sent' AND dedupe_key IN (");
+            q.bind_list(chunk.iter().map(String::as_str)).push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                if let Some(at) = opt_text(&r, "sent_at")? {
+                    sent.insert(text(&r, "dedupe_key")?, at);
+                }
+            }
+        }
+        Ok(sent)
+    }
 }
