@@ -150,8 +150,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let workers =
                 crate::jobs::spawn_workers(&store, &registry, count.max(1), &crate::startup::worker_settings(&settings));
             if settings.housekeeping {
-                let schedule = crate::ops::housekeeping::schedule(std::time::Duration::from_secs(settings.expiry_sweep_secs));
-                crate::ops::housekeeping::spawn_scheduler(store.clone(), schedule);
+                let every = std::time::Duration::from_secs(settings.expiry_sweep_secs);
+                crate::ops::housekeeping::spawn_expiry_sweeper(store.clone(), every);
+                crate::ops::housekeeping::spawn_scheduler(store.clone(), crate::ops::housekeeping::schedule());
             }
             tracing::info!(workers = workers.len(), "job workers running");
             crate::startup::shutdown_signal().await;

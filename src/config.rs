@@ -55,6 +55,9 @@ pub struct Settings {
     pub max_line_quantity: i64,
     /// Longest wait for a payment provider before the checkout fails with 503.
     pub payment_timeout_secs: u64,
+    /// Offer the simulated `test` provider (`tok_ok` pays without money). When
+    /// absent: on unless a real provider (Stripe) is configured.
+    pub test_payments: Option<bool>,
     /// Delay before the `test` provider confirms a `tok_async` payment by webhook.
     pub test_payment_latency_ms: u64,
     /// Signing secret of the `test` provider's webhooks (generated in the embedded mode).
@@ -155,6 +158,7 @@ impl Default for Settings {
             cart_ttl_days: 30,
             max_line_quantity: 100,
             payment_timeout_secs: 10,
+            test_payments: None,
             test_payment_latency_ms: 200,
             test_payment_webhook_secret: None,
             public_url: None,
@@ -307,6 +311,11 @@ impl Settings {
     }
 
     /// Timeout, retries and circuit breaker of every payment provider.
+    /// Whether checkout offers the simulated `test` provider.
+    pub fn test_payments_enabled(&self) -> bool {
+        self.test_payments.unwrap_or(self.stripe_secret_key.is_none())
+    }
+
     pub fn payment_guard(&self) -> crate::payments::guarded::GuardSettings {
         crate::payments::guarded::GuardSettings {
             timeout: std::time::Duration::from_secs(self.payment_timeout_secs),

@@ -62,6 +62,7 @@ impl Application {
             // Separate derivations of one secret, so an order token is no signing key.
             order_secret: signature::keyed_hash(secret.as_bytes(), b"order-access").into_bytes(),
             test_payment_secret: test_secret.into_bytes(),
+            test_payments: settings.test_payments_enabled(),
             support_refund_limit: settings.support_refund_limit,
             stripe_webhook_secret: settings.stripe_webhook_secret.clone(),
             reset_key: crate::auth::reset::reset_key(&secret),
@@ -84,7 +85,8 @@ impl Application {
         let registry = job_registry(settings, &public_url, &providers)?;
         let _ = base_url.set(public_url);
         if settings.housekeeping {
-            housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule(Duration::from_secs(settings.expiry_sweep_secs)));
+            housekeeping::spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs));
+            housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule());
         }
         if settings.workers > 0 {
             jobs::spawn_workers(&store, &registry, settings.workers, &worker_settings(settings));
@@ -132,8 +134,12 @@ pub fn payment_providers(
 ) -> anyhow::Result<Arc<[Arc<dyn PaymentProvider>]>> {
     let guard = settings.payment_guard();
     let test_secret = settings.resolve_test_payment_secret()?;
-    let test = TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url);
-    let mut providers: Vec<Arc<dyn PaymentProvider>> = vec![Arc::new(Guarded::new(Arc::new(test), guard))];
+    let mut providers: Vec<Arc<dyn PaymentProvider>> = Vec::new();
+    // The simulated gateway pays without money: never next to a real one unless asked.
+    if settings.test_payments_enabled() {
+        let test = TestProvider::new(&test_secret, Duration::from_millis(settings.test_payment_latency_ms), base_url);
+        providers.push(Arc::new(Guarded::new(Arc::new(test), guard)));
+    }
     if let Some(key) = &settings.stripe_secret_key {
         let stripe = StripeProvider::new(key.clone(), &settings.stripe_api_base)?;
         providers.push(Arc::new(Guarded::new(Arc::new(stripe), guard)));

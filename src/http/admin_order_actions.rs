@@ -149,7 +149,8 @@ pub struct RefundInput {
 
 /// Refunds all or part of what was paid, through the payment provider. Needs an
 /// `Idempotency-Key`: the same key answers with the same refund. `201` when the
-/// provider settled it, `202` while it is pending (the queue finishes it).
+/// provider settled it, `202` while it is pending (the queue or the provider's
+/// webhook finishes it), `409 refund_failed` when the provider refused it.
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/refunds", tag = "admin-orders",
     params(("id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "unique per refund, e.g. a UUID")),
     request_body = RefundInput,
@@ -173,6 +174,7 @@ pub async fn create_refund(
     if input.reason.chars().count() > 500 {
         return Err(ApiError::invalid_field("reason", "too_long", "at most 500 characters"));
     }
+    let key = format!("key:{key}");
     let ask = RefundAsk {
         amount: input.amount,
         reason: input.reason.trim(),
@@ -180,6 +182,14 @@ pub async fn create_refund(
         limit: refund_limit(staff.role, state.shop.support_refund_limit),
     };
     let refund = refunds::refund(&state.store, &state.providers, id, &ask, &staff.actor()).await?;
+    if refund.status == "failed" {
+        let why = refund.failure.as_deref().unwrap_or("no reason given");
+        return Err(ApiError::conflict(
+            "refund_failed",
+            None,
+            format!("the payment provider refused refund {}: {why}", refund.id),
+        ));
+    }
     let status = if refund.status == "pending" { StatusCode::ACCEPTED } else { StatusCode::CREATED };
     Ok((status, Json(refund)))
 }

@@ -69,6 +69,8 @@ pub struct Shop {
     pub order_secret: Vec<u8>,
     /// Verifies the `test` provider's webhooks.
     pub test_payment_secret: Vec<u8>,
+    /// Whether the `test` provider (and its webhook route) is on.
+    pub test_payments: bool,
     /// Highest refund total per order for `support` staff (minor units).
     pub support_refund_limit: i64,
     /// Verifies Stripe's webhooks, when Stripe is configured.

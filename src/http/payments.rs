@@ -41,6 +41,9 @@ fn verify(secret: &[u8], headers: &HeaderMap, header_name: &str, body: &[u8]) ->
 #[utoipa::path(post, path = "/v1/payments/webhooks/test", tag = "payments", request_body = TestEvent,
     responses((status = 200, body = WebhookAnswer), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn test_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<WebhookAnswer>> {
+    if !state.shop.test_payments {
+        return Err(ApiError::NotFound("route"));
+    }
     verify(&state.shop.test_payment_secret, &headers, test_provider::SIGNATURE_HEADER, &body)?;
     let event: TestEvent = super::extract::parse_json(&body)?;
     let outcome = match event.kind.as_str() {
@@ -115,6 +118,22 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
             };
             apply_refund_event(&state, stripe::NAME, reference, amount, &event.id).await.map(Json)
         }
+        WebhookEvent::RefundUpdated(r) => {
+            let settlement = match r.status.as_str() {
+                "succeeded" => Settlement::Succeeded { reference: r.id.clone() },
+                "failed" | "canceled" => Settlement::Failed { reason: r.failure_reason.clone().unwrap_or(r.status.clone()) },
+                _ => return Ok(Json(WebhookAnswer { status: "ignored" })),
+            };
+            let refund_id = match r.refund_id {
+                Some(id) => Some(id),
+                None => state.store.refund_by_ref(stripe::NAME, &r.id).await?,
+            };
+            let Some(refund_id) = refund_id else {
+                tracing::warn!(refund.reference = %r.id, event = %event.id, "refund event for a refund this shop did not make; ignored");
+                return Ok(Json(WebhookAnswer { status: "ignored" }));
+            };
+            settle_from_provider(&state, refund_id, settlement, &event.id).await.map(Json)
+        }
         WebhookEvent::Other => Ok(Json(WebhookAnswer { status: "ignored" })),
     }
 }
@@ -155,17 +174,24 @@ pub async fn apply_refund_event(
         );
         return Ok(WebhookAnswer { status: "ignored" });
     };
+    let RefundReference::Refund(reference) = reference else { unreachable!("only refund references are looked up") };
+    settle_from_provider(state, refund_id, Settlement::Succeeded { reference }, event_id).await
+}
+
+/// Settles one of the shop's refunds as the provider reports it; a refund no
+/// longer pending is a `duplicate` (settling is a compare-and-set on `pending`).
+async fn settle_from_provider(
+    state: &AppState,
+    refund_id: uuid::Uuid,
+    settlement: Settlement,
+    event_id: &str,
+) -> ApiResult<WebhookAnswer> {
     let before = state.store.refund_ticket(refund_id).await?.map(|t| t.refund.status);
     if before.as_deref() != Some("pending") {
         return Ok(WebhookAnswer { status: "duplicate" });
     }
-    let RefundReference::Refund(reference) = reference else { unreachable!("only refund references are looked up") };
     let actor = Actor { kind: "provider", id: None, request_id: None };
-    let settled = state
-        .store
-        .settle_refund(refund_id, &Settlement::Succeeded { reference }, &actor)
-        .await
-        .map_err(crate::ops::refunds::refund_error)?;
-    tracing::info!(refund.id = %settled.id, order.id = %settled.order_id, event = event_id, "refund confirmed by the provider");
+    let settled = state.store.settle_refund(refund_id, &settlement, &actor).await.map_err(crate::ops::refunds::refund_error)?;
+    tracing::info!(refund.id = %settled.id, order.id = %settled.order_id, status = %settled.status, event = event_id, "refund settled by the provider");
     Ok(WebhookAnswer { status: "applied" })
 }

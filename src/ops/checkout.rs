@@ -373,10 +373,14 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
             tracing::warn!(order.id = %order.id, provider = provider.name(), error = %why, "payment provider unavailable");
             return match ctx.payment_unavailable {
                 PaymentUnavailable::Fail => {
-                    ctx.store.set_payment_status(order.id, "failed", None).await?;
+                    // The order first: if the success webhook paid it meanwhile, the
+                    // payment row must stay `succeeded`.
                     match ctx.store.apply_order_event(order.id, OrderEvent::PaymentFailed, &system, "provider unavailable").await
                     {
-                        Ok(_) => Err(ApiError::PaymentUnavailable),
+                        Ok(_) => {
+                            ctx.store.set_payment_status(order.id, "failed", None).await?;
+                            Err(ApiError::PaymentUnavailable)
+                        }
                         // The call timed out here, yet the payment went through and its
                         // webhook paid the order first: the shopper has bought it.
                         Err(OrderError::Transition(t)) if t.from == OrderStatus::Paid => {
@@ -443,7 +447,11 @@ async fn settle(
             // being asked for: the money must go back, as for a late webhook.
             let event_id = format!("start:{}", order.id);
             let inbox = InboxEntry { provider, event_id: &event_id, event_type: "payment.start.succeeded", payload: "{}" };
-            store.record_late_payment_event(order.id, true, inbox).await?;
+            if store.record_late_payment_event(order.id, true, inbox).await? == Some(false) {
+                // Paid before (by its webhook) and moved on since: the shopper has bought it.
+                order.status = t.from;
+                return Ok((status, reference));
+            }
             tracing::warn!(order.id = %order.id, error = %t, "payment succeeded for an order that moved on; refund required");
             return Err(order_error(OrderError::Transition(t)));
         }

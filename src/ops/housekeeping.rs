@@ -1,7 +1,10 @@
-//! Background housekeeping, run from the job queue: a scheduler in every
-//! `serve` and `worker` process enqueues each task once per period under a key
-//! naming the period's slot, so however many instances run, each slot runs once,
-//! on whichever worker claims it.
+//! Background housekeeping. Purges and low-stock alerts run from the job queue:
+//! a scheduler in every `serve` and `worker` process enqueues each task once per
+//! period under a key naming the period's slot, so however many instances run,
+//! each slot runs once, on whichever worker claims it. Releasing expired
+//! reservations does not wait in the queue (on a sale day it is deep, and held
+//! stock is stock nobody can buy): every process sweeps on its own timer, which
+//! is safe because each expiry is a compare-and-set on the order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +13,30 @@ use crate::jobs::{JobFuture, JobHandler, Registry};
 use crate::store::Store;
 use crate::store::jobs::Job;
 
-pub const EXPIRE_RESERVATIONS: &str = "housekeeping.expire_reservations";
 pub const PURGE: &str = "housekeeping.purge";
 pub const LOW_STOCK_SCAN: &str = "housekeeping.low_stock";
 
 /// How long finished jobs are kept for inspection.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Each task and how often it runs.
-pub fn schedule(expiry_every: Duration) -> Vec<(&'static str, Duration)> {
-    vec![(EXPIRE_RESERVATIONS, expiry_every), (PURGE, Duration::from_secs(3600)), (LOW_STOCK_SCAN, Duration::from_secs(900))]
+/// Each queued task and how often it runs.
+pub fn schedule() -> Vec<(&'static str, Duration)> {
+    vec![(PURGE, Duration::from_secs(3600)), (LOW_STOCK_SCAN, Duration::from_secs(900))]
+}
+
+/// Every `every`: releases the stock of orders whose payment never came.
+pub fn spawn_expiry_sweeper(store: Store, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        loop {
+            tick.tick().await;
+            match super::checkout::expire_due(&store, &crate::store::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(orders = n, "expired unpaid orders and released their stock"),
+                Err(e) => tracing::warn!(error = %e, "releasing expired reservations failed"),
+            }
+        }
+    });
 }
 
 /// The key of the slot `now` falls in: the same for every instance.
@@ -43,20 +60,6 @@ pub fn spawn_scheduler(store: Store, schedule: Vec<(&'static str, Duration)>) {
             }
         }
     });
-}
-
-struct ExpireReservations;
-
-impl JobHandler for ExpireReservations {
-    fn run<'a>(&'a self, store: &'a Store, _job: &'a Job) -> JobFuture<'a> {
-        Box::pin(async move {
-            let n = super::checkout::expire_due(store, &crate::store::now()).await.map_err(|e| e.to_string())?;
-            if n > 0 {
-                tracing::info!(orders = n, "expired unpaid orders and released their stock");
-            }
-            Ok(())
-        })
-    }
 }
 
 struct Purge;
@@ -93,10 +96,7 @@ impl JobHandler for LowStockScan {
 }
 
 pub fn register(registry: Registry) -> Registry {
-    registry
-        .with(EXPIRE_RESERVATIONS, Arc::new(ExpireReservations))
-        .with(PURGE, Arc::new(Purge))
-        .with(LOW_STOCK_SCAN, Arc::new(LowStockScan))
+    registry.with(PURGE, Arc::new(Purge)).with(LOW_STOCK_SCAN, Arc::new(LowStockScan))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-use crate::domain::order_status::{OrderEvent, OrderStatus};
+use crate::domain::order_status::OrderEvent;
 use crate::error::ApiResult;
 use crate::store::Store;
 use crate::store::audit::Actor;
@@ -80,13 +80,13 @@ pub async fn apply_payment_event(store: &Store, event: PaymentEvent<'_>) -> ApiR
         Err(OrderError::Transition(t)) => {
             // E.g. a success after the reservation expired: the order must not come
             // back to life, but the money must not be forgotten either. Another
-            // success for a paid order is just a repeat.
-            let succeeded = transition == OrderEvent::PaymentSucceeded && t.from != OrderStatus::Paid;
-            if !store.record_late_payment_event(order_id, succeeded, inbox).await? {
+            // success for an order that was paid (and perhaps shipped since) is a repeat.
+            let succeeded = transition == OrderEvent::PaymentSucceeded;
+            let Some(refund_required) = store.record_late_payment_event(order_id, succeeded, inbox).await? else {
                 return Ok(EventResult::Duplicate);
-            }
-            tracing::warn!(order.id = %order_id, error = %t, event = %event.event_id, refund_required = succeeded, "payment event for an order that moved on");
-            Ok(if succeeded { EventResult::RefundRequired } else { EventResult::Ignored })
+            };
+            tracing::warn!(order.id = %order_id, error = %t, event = %event.event_id, refund_required, "payment event for an order that moved on");
+            Ok(if refund_required { EventResult::RefundRequired } else { EventResult::Ignored })
         }
         Err(OrderError::Store(e)) => Err(e.into()),
     }

@@ -303,7 +303,33 @@ pub enum WebhookEvent {
         succeeded: bool,
     },
     ChargeRefunded(ChargeRefunded),
+    /// `refund.updated` / `charge.refund.updated`: a refund's own object, the way
+    /// a refund Stripe first answered `pending` reaches its end (current API
+    /// versions no longer list refunds on the charge of `charge.refunded`).
+    RefundUpdated(RefundUpdated),
     Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundUpdated {
+    /// `re_...`.
+    pub id: String,
+    pub amount: i64,
+    /// `succeeded`, `failed`, `canceled`, `pending`, `requires_action`.
+    pub status: String,
+    /// `metadata[refund_id]`: our refund, as sent with the request.
+    pub refund_id: Option<uuid::Uuid>,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefundObject {
+    id: String,
+    amount: i64,
+    status: String,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+    failure_reason: Option<String>,
 }
 
 /// A `charge.refunded` event: some or all of a charge went back.
@@ -366,6 +392,16 @@ impl StripeEvent {
                     amount_refunded: charge.amount_refunded,
                     // Stripe lists refunds newest first.
                     latest_refund: charge.refunds.and_then(|r| r.data.into_iter().next()),
+                })
+            }
+            "refund.updated" | "charge.refund.updated" => {
+                let refund = RefundObject::deserialize(object)?;
+                WebhookEvent::RefundUpdated(RefundUpdated {
+                    refund_id: refund.metadata.get("refund_id").and_then(|id| id.parse().ok()),
+                    id: refund.id,
+                    amount: refund.amount,
+                    status: refund.status,
+                    failure_reason: refund.failure_reason,
                 })
             }
             _ => WebhookEvent::Other,

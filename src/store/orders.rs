@@ -233,8 +233,32 @@ pub(super) async fn apply_transition(
     if from.holds_reservation() && !to.holds_reservation() {
         inventory::settle_reservations(tx, order.id, to == OrderStatus::Paid, to.as_str(), actor).await?;
     }
+    // The payment row says `succeeded` exactly when the order is paid: refunds and
+    // late provider events rely on it.
+    if to == OrderStatus::Paid && from == OrderStatus::PendingPayment {
+        sqlx::query(
+            "UPDATE payments SET status = 'succeeded', updated_at = $1
+             WHERE order_id = $2 AND status IN ('started', 'pending', 'unknown')",
+        )
+        .bind(now())
+        .bind(order.id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
     if from == OrderStatus::Paid && to == OrderStatus::Cancelled {
         inventory::restock_order(tx, order.id, None, "cancelled", actor).await?;
+    }
+    // Refunded in full before everything left: what never shipped is back on hand.
+    if matches!(from, OrderStatus::Paid | OrderStatus::Fulfilling) && to == OrderStatus::Refunded {
+        let rows = sqlx::query("SELECT variant_id, quantity - shipped_quantity AS left FROM order_lines WHERE order_id = $1")
+            .bind(order.id.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut unshipped = Vec::new();
+        for r in &rows {
+            unshipped.push((id(r, "variant_id")?, int(r, "left")?));
+        }
+        inventory::restock_order(tx, order.id, Some(&unshipped), "refunded before shipping", actor).await?;
     }
     // The goods went back to stock without a sale: give the shopper their cart
     // back, so coming back later to pay is one checkout away.
@@ -489,29 +513,44 @@ impl Store {
     }
 
     /// A provider event for an order that has already moved on (a success after
-    /// the reservation expired, say). Stored once in the inbox; a success marks the
-    /// payment `refund_required` and announces it on the outbox, in one transaction,
-    /// so the money is never forgotten. Returns false for a redelivery.
-    pub async fn record_late_payment_event(&self, order_id: Uuid, succeeded: bool, inbox: InboxEntry<'_>) -> StoreResult<bool> {
+    /// the reservation expired, say). Stored once in the inbox (`None` for a
+    /// redelivery). A success for an order whose payment never succeeded marks the
+    /// payment `refund_required` and announces it on the outbox, in one
+    /// transaction, so the money is never forgotten (`Some(true)`); a repeat of a
+    /// success already applied, or a failure, changes nothing (`Some(false)`).
+    pub async fn record_late_payment_event(
+        &self,
+        order_id: Uuid,
+        succeeded: bool,
+        inbox: InboxEntry<'_>,
+    ) -> StoreResult<Option<bool>> {
         let mut tx = self.begin().await?;
         if !store_in_inbox(&mut tx, inbox).await? {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut refund_required = false;
         if succeeded {
-            sqlx::query("UPDATE payments SET status = 'refund_required', updated_at = $1 WHERE order_id = $2")
-                .bind(now())
-                .bind(order_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            insert_outbox(
-                &mut tx,
-                "payment.refund_required",
-                serde_json::json!({"order_id": order_id, "event_id": inbox.event_id}),
+            refund_required = sqlx::query(
+                "UPDATE payments SET status = 'refund_required', updated_at = $1
+                 WHERE order_id = $2 AND status NOT IN ('succeeded', 'refund_required')",
             )
-            .await?;
+            .bind(now())
+            .bind(order_id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if refund_required {
+                insert_outbox(
+                    &mut tx,
+                    "payment.refund_required",
+                    serde_json::json!({"order_id": order_id, "event_id": inbox.event_id}),
+                )
+                .await?;
+            }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(refund_required))
     }
 
     /// Orders still waiting for payment whose reservation ran out before `now`.

@@ -42,10 +42,13 @@ impl Store {
     }
 
     pub async fn set_payment_status(&self, order_id: Uuid, status: &str, provider_ref: Option<&str>) -> StoreResult<()> {
-        // Only an open payment changes: a final answer is never overwritten by a later, older one.
+        // Only an open payment changes status: a final answer is never overwritten by
+        // a later, older one. A reference is kept once known.
         sqlx::query(
-            "UPDATE payments SET status = $1, provider_ref = COALESCE($2, provider_ref), updated_at = $3
-             WHERE order_id = $4 AND status IN ('started', 'pending', 'unknown')",
+            "UPDATE payments SET
+                status = CASE WHEN status IN ('started', 'pending', 'unknown') THEN $1 ELSE status END,
+                provider_ref = COALESCE(provider_ref, $2), updated_at = $3
+             WHERE order_id = $4",
         )
         .bind(status)
         .bind(provider_ref)

@@ -11,7 +11,7 @@ use super::audit::Actor;
 use super::orders::{LockedOrder, OrderError, apply_transition, insert_outbox, lock_order, record_event};
 use super::rows::{id, int, opt_text, text};
 use super::{Store, StoreError, StoreResult, Tx, new_id, now};
-use crate::domain::order_status::{OrderEvent, RefundError as RefundRule, TransitionError, check_refund};
+use crate::domain::order_status::{OrderEvent, OrderStatus, RefundError as RefundRule, TransitionError, check_refund};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Refund {
@@ -94,7 +94,8 @@ fn refund_row(r: &sqlx::any::AnyRow) -> StoreResult<Refund> {
 pub struct RefundAsk<'a> {
     pub amount: i64,
     pub reason: &'a str,
-    /// The client's `Idempotency-Key`: the same key on the same order answers with the same refund.
+    /// The same key on the same order answers with the same refund. Clients' keys
+    /// are stored as `key:<key>`, so they never meet the shop's own (`cancel`).
     pub idempotency_key: Option<&'a str>,
     /// Highest total of refunds on the order this actor may reach (`None`: any).
     pub limit: Option<i64>,
@@ -183,11 +184,16 @@ impl Store {
                 if refund.amount != ask.amount {
                     return Err(RefundError::KeyReused);
                 }
-                let reference = self.payment_of(order_id).await?.and_then(|p| p.provider_ref).unwrap_or_default();
+                let payment = sqlx::query("SELECT provider_ref FROM payments WHERE order_id = $1")
+                    .bind(order_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let reference = payment.map(|p| opt_text(&p, "provider_ref")).transpose()?.flatten().unwrap_or_default();
                 return Ok((RefundTicket { refund, payment_reference: reference }, false));
             }
         }
-        if !order.status.holds_money() {
+        // A cancelled order may still hold money whose refund failed: it can be sent again.
+        if !order.status.holds_money() && order.status != OrderStatus::Cancelled {
             let event = OrderEvent::Refund { complete: false };
             return Err(OrderError::Transition(TransitionError { from: order.status, event }).into());
         }

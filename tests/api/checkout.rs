@@ -289,7 +289,7 @@ async fn an_async_payment_is_confirmed_once_by_a_signed_webhook(app: TestApp) {
 }
 
 /// Sends a `test` provider event for `reference`, signed with the shop's secret.
-async fn deliver(app: &TestApp, event_id: &str, kind: &str, reference: &str) -> Answer {
+pub async fn deliver(app: &TestApp, event_id: &str, kind: &str, reference: &str) -> Answer {
     let body =
         json!({"id": event_id, "type": kind, "created": 0, "data": {"reference": reference, "amount": 1, "currency": "EUR"}})
             .to_string();

@@ -92,6 +92,12 @@ async fn an_order_ships_in_two_parcels_is_delivered_returned_and_refunded(app: T
         .problem(409, "invalid_transition");
     assert_eq!(more["current_status"], "shipped");
     assert_eq!(more["allowed_events"], json!(["deliver", "request_return", "refund"]));
+    // The gateway's success event, late (redelivered after the order shipped), is a
+    // repeat: the payment stays `succeeded`, nothing is flagged for refund.
+    let reference = format!("pay_{}", id.replace('-', ""));
+    let late = crate::checkout::deliver(&app, "evt_late", "payment.succeeded", &reference).await.expect(200);
+    assert_eq!(late["status"], "ignored");
+    assert_eq!(app.store.payment_of(id.parse().unwrap()).await.unwrap().unwrap().status, "succeeded");
 
     // Fulfilment ships but does not refund.
     let denied = app.refund(&fulfilment, id, "r-0", 100).await.problem(403, "forbidden");
@@ -185,6 +191,15 @@ async fn cancelling_releases_or_restocks_and_refunds_in_full(app: TestApp) {
     let again =
         app.admin_post(&format!("/v1/admin/orders/{id}/cancel"), &owner, json!({})).await.problem(409, "invalid_transition");
     assert_eq!(again["current_status"], "cancelled");
+
+    // Refunded in full before it shipped: the goods never left, so they are back on hand.
+    let order = app.paid_order(&[("LAMP-1", 2)], "p-4").await;
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(app.stock(&owner, "LAMP-1").await["on_hand"], 2);
+    app.refund(&owner, id, "full", order["grand_total"].as_i64().unwrap()).await.expect(201);
+    assert_eq!(app.order_detail(&owner, id).await["status"], "refunded");
+    assert_eq!(app.stock(&owner, "LAMP-1").await["on_hand"], 4);
+    app.assert_ledger_reconciles(&owner).await;
 
     // A shipped order is not cancelled (it is returned).
     let order = app.paid_order(&[("LAMP-1", 1)], "p-3").await;

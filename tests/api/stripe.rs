@@ -300,6 +300,8 @@ async fn the_circuit_opens_after_repeated_failures_and_checkouts_then_fail_witho
     let shop = Shop::start(backend, |s| {
         s.payment_circuit_failure_threshold = 2;
         s.payment_circuit_cooldown_secs = 3600;
+        // A staging shop: the simulated gateway next to the real one.
+        s.test_payments = Some(true);
     })
     .await;
     payment_intents().respond_with(ResponseTemplate::new(503)).mount(&shop.stripe).await;
@@ -675,6 +677,170 @@ async fn a_refund_waits_for_stripe_in_the_queue_and_is_settled_by_its_webhook(ba
     shop.finish().await;
 }
 
+/// With a real gateway configured, the simulated one is off unless asked for:
+/// nobody pays with `tok_ok`, and its webhook route is gone.
+async fn a_shop_with_stripe_takes_no_simulated_payments(backend: Backend) {
+    let shop = Shop::start(backend, |_| {}).await;
+    let guest = shop.guest().await;
+    let refused = shop.app.checkout(&guest, "t-1", "tok_ok").await.problem(422, "validation_failed");
+    assert_eq!(refused["errors"][0]["field"], "payment.provider", "{refused}");
+    assert_eq!(shop.stock().await, (10, 0));
+    shop.app
+        .client
+        .post(shop.app.url("/v1/payments/webhooks/test"))
+        .body("{}")
+        .send()
+        .await
+        .map(|r| assert_eq!(r.status(), 404))
+        .unwrap();
+    shop.finish().await;
+}
+
+/// A `mercato worker` process working this shop's queue.
+fn worker_process(shop: &Shop) -> std::process::Child {
+    let settings = &shop.app.settings;
+    std::process::Command::new(env!("CARGO_BIN_EXE_mercato"))
+        .arg("worker")
+        .args(["--count", "1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", settings.database_url())
+        .env("MERCATO_DATA_DIR", &settings.data_dir)
+        .env("MERCATO_JWT_SECRET", settings.jwt_secret.as_deref().unwrap())
+        .env("MERCATO_TEST_PAYMENT_WEBHOOK_SECRET", settings.test_payment_webhook_secret.as_deref().unwrap())
+        .env("STRIPE_SECRET_KEY", SECRET_KEY)
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("MERCATO_STRIPE_API_BASE", shop.stripe.uri())
+        .env("MERCATO_PAYMENT_RETRIES", "0")
+        .env("MERCATO_JOB_LEASE_SECS", "2")
+        .env("MERCATO_HOUSEKEEPING", "false")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mercato worker starts")
+}
+
+/// Polls `check` every 100 ms for up to 30 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+/// A worker *process* killed (SIGKILL) while Stripe is refunding: its job is taken
+/// over by another process once the lease runs out, the same refund is asked for
+/// under the same key, and the money goes back once.
+async fn a_worker_process_killed_mid_refund_is_taken_over_and_refunds_once(backend: Backend) {
+    let shop = Shop::start(backend, |_| {}).await;
+    payment_intents().respond_with(intent("pi_paid", "succeeded")).mount(&shop.stripe).await;
+    let placed = shop.checkout("kill-1").await.expect(201);
+    let order_id = placed["order"]["id"].as_str().unwrap().to_owned();
+    // Stripe is down for the request: the refund waits in the queue.
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&shop.stripe)
+        .await;
+    let refund = shop.app.refund(&shop.staff, &order_id, "kill-r", 700).await.expect(202);
+    // Then it hangs on the first worker's call, and answers the next one.
+    let ok =
+        ResponseTemplate::new(200).set_body_json(json!({"id": "re_k", "object": "refund", "amount": 700, "status": "succeeded"}));
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ok.clone().set_delay(Duration::from_secs(120)))
+        .up_to_n_times(1)
+        .mount(&shop.stripe)
+        .await;
+    Mock::given(method("POST")).and(path("/v1/refunds")).respond_with(ok).mount(&shop.stripe).await;
+    sqlx::query("UPDATE jobs SET run_at = $1 WHERE kind = 'refund.execute'")
+        .bind(mercato::store::now())
+        .execute(shop.app.store.pool())
+        .await
+        .unwrap();
+    let refund_calls = || async { shop.requests().await.iter().filter(|r| r.url.path() == "/v1/refunds").count() };
+
+    let mut first = worker_process(&shop);
+    eventually("the first worker calls Stripe", || async { refund_calls().await == 2 }).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = worker_process(&shop);
+    let refunded = || async {
+        let detail = shop.app.admin_get(&format!("/v1/admin/orders/{order_id}"), &shop.staff).await.expect(200);
+        detail["refunded_total"] == 700
+    };
+    eventually("the second worker finishes the refund", refunded).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let keys: Vec<String> = shop
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.url.path() == "/v1/refunds")
+        .map(|r| header_of(r, "idempotency-key").to_owned())
+        .collect();
+    assert_eq!(keys, vec![format!("refund-{}", refund["id"].as_str().unwrap()); 3]);
+    let detail = shop.app.admin_get(&format!("/v1/admin/orders/{order_id}"), &shop.staff).await.expect(200);
+    assert_eq!(detail["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!((detail["refunds"][0]["status"].as_str(), detail["refunded_total"].as_i64()), (Some("succeeded"), Some(700)));
+    let jobs = shop.app.store.list_jobs(None, Some("refund.execute"), None, 10).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.status.as_str()).collect::<Vec<_>>(), ["done"]);
+    assert_eq!(jobs[0].attempts, 2, "claimed by the killed worker, then by the second");
+    shop.finish().await;
+}
+
+/// Stripe refuses the refund of a cancelled order: the cancel stands, the refusal
+/// is a clear 409, and the money can be sent again once Stripe takes it; a refund
+/// Stripe first leaves pending is settled by its `refund.updated` event.
+async fn a_refused_refund_of_a_cancelled_order_can_be_sent_again(backend: Backend) {
+    let shop = Shop::start(backend, |_| {}).await;
+    payment_intents().respond_with(intent("pi_c", "succeeded")).mount(&shop.stripe).await;
+    let placed = shop.checkout("c-1").await.expect(201);
+    let order_id = placed["order"]["id"].as_str().unwrap().to_owned();
+    let total = placed["order"]["grand_total"].as_i64().unwrap();
+    let refused = json!({"error": {"type": "invalid_request_error", "code": "charge_disputed", "message": "disputed"}});
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(refused))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&shop.stripe)
+        .await;
+    let cancelled = shop.app.admin_post(&format!("/v1/admin/orders/{order_id}/cancel"), &shop.staff, json!({})).await.expect(200);
+    assert_eq!((cancelled["status"].as_str(), cancelled["refunds"][0]["status"].as_str()), (Some("cancelled"), Some("failed")));
+    assert_eq!(shop.stock().await, (10, 0));
+    shop.app.refund(&shop.staff, &order_id, "again-1", total).await.problem(409, "refund_failed");
+
+    // Stripe takes it now, first as pending.
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "re_c", "object": "refund", "amount": total, "status": "pending"})),
+        )
+        .mount(&shop.stripe)
+        .await;
+    let refund = shop.app.refund(&shop.staff, &order_id, "again-2", total).await.expect(202);
+    let updated = event(
+        "evt_ru",
+        "refund.updated",
+        json!({"id": "re_c", "object": "refund", "amount": total, "status": "succeeded", "metadata": {"refund_id": refund["id"]}}),
+    );
+    assert_eq!(shop.webhook(&updated, WEBHOOK_SECRET, 0).await.expect(200)["status"], "applied");
+    assert_eq!(shop.webhook(&updated, WEBHOOK_SECRET, 0).await.expect(200)["status"], "duplicate");
+    let detail = shop.app.admin_get(&format!("/v1/admin/orders/{order_id}"), &shop.staff).await.expect(200);
+    assert_eq!((detail["status"].as_str(), detail["refunded_total"].as_i64()), (Some("cancelled"), Some(total)));
+    // Everything is back: nothing more can go.
+    shop.app.refund(&shop.staff, &order_id, "again-3", 1).await.problem(422, "validation_failed");
+    shop.finish().await;
+}
+
 on_both_databases_with_stripe!(
     a_stripe_payment_sends_the_documented_form_under_the_order_key,
     a_card_decline_fails_the_order_and_releases_its_stock,
@@ -690,4 +856,7 @@ on_both_databases_with_stripe!(
     a_webhook_that_overtakes_the_answer_to_the_start_is_not_taken_for_a_second_payment,
     a_start_that_timed_out_after_its_webhook_paid_the_order_answers_paid,
     a_refund_waits_for_stripe_in_the_queue_and_is_settled_by_its_webhook,
+    a_worker_process_killed_mid_refund_is_taken_over_and_refunds_once,
+    a_shop_with_stripe_takes_no_simulated_payments,
+    a_refused_refund_of_a_cancelled_order_can_be_sent_again,
 );
