@@ -102,34 +102,40 @@ impl Default for WorkerSettings {
 /// Claims and runs one batch; returns how many jobs it ran.
 pub async fn run_once(store: &Store, registry: &Registry, worker: &str, settings: &WorkerSettings) -> anyhow::Result<usize> {
     let jobs = store.claim_jobs(worker, settings.batch, settings.lease).await?;
-    for job in &jobs {
-        let outcome = match registry.handlers.get(&job.kind) {
-            Some(handler) => handler.run(store, job).await,
-            None => {
-                tracing::debug!(job.id = %job.id, kind = %job.kind, "no handler for this event yet; acknowledged");
-                Ok(())
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                store.complete_job(job.id, worker).await?;
-                metrics::counter!("jobs_completed_total", "kind" => job.kind.clone()).increment(1);
-            }
-            Err(error) if error.permanent => {
-                tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed for good");
-                metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
-                metrics::counter!("jobs_dead_lettered_total", "kind" => job.kind.clone()).increment(1);
-                store.bury_job(job.id, worker, &error.message).await?;
-            }
-            Err(error) => {
-                let delay = retry_delay(job.attempts as u32, settings.retry_base, settings.retry_cap, rand::rng().random());
-                tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed");
-                metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
-                store.fail_job(job.id, worker, &error.message, delay).await?;
-            }
+    // The jobs of a batch are independent and mostly wait on the network (a mail
+    // server, a gateway, a subscriber): run them together, not one after another.
+    let outcomes = futures_util::future::join_all(jobs.iter().map(|job| run_one(store, registry, worker, settings, job))).await;
+    outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(jobs.len())
+}
+
+async fn run_one(store: &Store, registry: &Registry, worker: &str, settings: &WorkerSettings, job: &Job) -> anyhow::Result<()> {
+    let outcome = match registry.handlers.get(&job.kind) {
+        Some(handler) => handler.run(store, job).await,
+        None => {
+            tracing::debug!(job.id = %job.id, kind = %job.kind, "no handler for this event; acknowledged");
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            store.complete_job(job.id, worker).await?;
+            metrics::counter!("jobs_completed_total", "kind" => job.kind.clone()).increment(1);
+        }
+        Err(error) if error.permanent => {
+            tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed for good");
+            metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
+            metrics::counter!("jobs_dead_lettered_total", "kind" => job.kind.clone()).increment(1);
+            store.bury_job(job.id, worker, &error.message).await?;
+        }
+        Err(error) => {
+            let delay = retry_delay(job.attempts as u32, settings.retry_base, settings.retry_cap, rand::rng().random());
+            tracing::warn!(job.id = %job.id, kind = %job.kind, attempt = job.attempts, error = %error, "job failed");
+            metrics::counter!("jobs_failed_total", "kind" => job.kind.clone()).increment(1);
+            store.fail_job(job.id, worker, &error.message, delay).await?;
         }
     }
-    Ok(jobs.len())
+    Ok(())
 }
 
 /// Runs until the task is dropped: claim, run, and poll again when idle.
