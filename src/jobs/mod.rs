@@ -91,7 +91,9 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(60),
-            idle_poll: Duration::from_millis(500),
+            // An idle poll is one index probe; a short pause keeps an order's
+            // e-mail from waiting on it when the queue runs dry between checkouts.
+            idle_poll: Duration::from_millis(100),
             batch: 10,
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(3600),
