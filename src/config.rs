@@ -87,6 +87,9 @@ pub struct Settings {
     pub stripe_webhook_secret: Option<Secret>,
     /// Where Stripe's API is (a mock in tests).
     pub stripe_api_base: String,
+    /// `automatic` (money taken at checkout) or `on_shipment` (held at checkout,
+    /// captured by the first shipment, released by a cancel).
+    pub stripe_capture: StripeCapture,
     /// `smtp://host:port`, `smtp://user:pass@host:587?tls=required` (STARTTLS) or
     /// `smtps://user:pass@host` (`SMTP_URL`); unset: messages are written as `.eml`
     /// files to `data_dir/outbox`.
@@ -107,6 +110,15 @@ pub enum PaymentUnavailable {
     Fail,
     /// Answer 202: the order keeps its stock and a job retries the payment.
     Queue,
+}
+
+/// When Stripe takes the money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StripeCapture {
+    #[default]
+    Automatic,
+    OnShipment,
 }
 
 /// A secret setting: its `Debug` form never shows the value, so printing the
@@ -173,6 +185,7 @@ impl Default for Settings {
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: crate::payments::stripe::DEFAULT_API_BASE.into(),
+            stripe_capture: StripeCapture::Automatic,
             smtp_url: None,
             mail_from: "Mercato <shop@localhost>".into(),
             password_reset_url: None,

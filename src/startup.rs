@@ -141,7 +141,8 @@ pub fn payment_providers(
         providers.push(Arc::new(Guarded::new(Arc::new(test), guard)));
     }
     if let Some(key) = &settings.stripe_secret_key {
-        let stripe = StripeProvider::new(key.clone(), &settings.stripe_api_base)?;
+        let on_shipment = settings.stripe_capture == crate::config::StripeCapture::OnShipment;
+        let stripe = StripeProvider::new(key.clone(), &settings.stripe_api_base, on_shipment)?;
         providers.push(Arc::new(Guarded::new(Arc::new(stripe), guard)));
         tracing::info!(api = %settings.stripe_api_base, "stripe payments enabled");
     }
@@ -159,6 +160,7 @@ pub fn job_registry(
         .with(crate::notify::EMAIL_SEND, Arc::new(crate::notify::email_handler(settings, public_url)?))
         .with(crate::ops::refunds::EXECUTE_JOB, Arc::new(crate::ops::refunds::ExecuteRefund { providers: providers.clone() }))
         .with(crate::store::webhooks::DELIVER_JOB, Arc::new(crate::ops::webhooks::Deliver::new(Duration::from_secs(10))))
+        .with(crate::ops::holds::VOID_JOB, Arc::new(crate::ops::holds::VoidHold { providers: providers.clone() }))
         .with(jobs::retry_payment::KIND, Arc::new(jobs::retry_payment::RetryPaymentHandler::new(providers.clone())));
     Ok(housekeeping::register(crate::ops::events::register(registry)))
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::extract::{ApiJson, Customer, PathId, PathIds, Staff, perm};
 use crate::domain::identifiers::parse_idempotency_key;
+use crate::domain::order_status::{OrderEvent, transition};
 use crate::domain::rbac::refund_limit;
 use crate::domain::validation::FieldErrors;
 use crate::error::{ApiError, ApiResult, Problem};
@@ -68,6 +69,9 @@ fn check_text(errors: &mut FieldErrors, field: &str, value: &str, max: usize) {
 
 /// Ships all or some of a paid order's lines, with carrier and tracking number.
 /// The order becomes `fulfilling` while units are left, `shipped` when none are.
+/// A payment held on the card is captured first (`409 capture_failed` if the
+/// provider refuses, `503 payment_unavailable` if it cannot be reached; nothing
+/// ships then).
 #[utoipa::path(post, path = "/v1/admin/orders/{id}/shipments", tag = "admin-orders", params(("id" = uuid::Uuid, Path)),
     request_body = ShipmentInput,
     responses((status = 201, body = Shipment), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
@@ -89,6 +93,11 @@ pub async fn create_shipment(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors.into_vec()));
     }
+    // A payment held on the card is taken before the first parcel leaves; only an
+    // order that may ship gets that far.
+    let order = state.store.order(id).await?.ok_or(ApiError::NotFound("order"))?;
+    transition(order.status, OrderEvent::Ship { complete: false }).map_err(ApiError::InvalidTransition)?;
+    crate::ops::holds::capture_if_held(&state.store, &state.providers, id).await?;
     let shipment = NewShipment {
         carrier: input.carrier.trim().to_owned(),
         tracking_number: input.tracking_number.trim().to_owned(),

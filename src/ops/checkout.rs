@@ -431,6 +431,11 @@ async fn settle(
         }
         PaymentStart::Pending { reference } => (None, "pending", reference, String::new()),
         PaymentStart::Declined { reference, reason } => (Some(OrderEvent::PaymentFailed), "declined", reference, reason),
+        // Held on the card: the order is paid for (its stock is sold); the money is
+        // taken when it ships.
+        PaymentStart::Authorized { reference } => {
+            (Some(OrderEvent::PaymentSucceeded), "authorized", reference, "payment authorized".to_owned())
+        }
     };
     // A refusal before the provider created anything has no reference.
     let reference = Some(reference).filter(|r| !r.is_empty());
@@ -441,6 +446,13 @@ async fn settle(
         // The provider's webhook got there first and did the same.
         Err(OrderError::Transition(t)) if transition(OrderStatus::PendingPayment, event).ok() == Some(t.from) => {
             order.status = t.from;
+        }
+        Err(OrderError::Transition(t)) if status == "authorized" => {
+            // The order moved on (its reservation expired) while the card was being
+            // authorized: release the hold.
+            crate::ops::holds::queue_void(store, order.id).await?;
+            tracing::warn!(order.id = %order.id, error = %t, "payment authorized for an order that moved on; releasing the hold");
+            return Err(order_error(OrderError::Transition(t)));
         }
         Err(OrderError::Transition(t)) if event == OrderEvent::PaymentSucceeded => {
             // The order moved on (its reservation expired) while its payment was

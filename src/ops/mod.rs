@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod customers;
 pub mod demo;
 pub mod events;
+pub mod holds;
 pub mod housekeeping;
 pub mod import;
 pub mod password_reset;

@@ -53,7 +53,14 @@ pub async fn cancel(
     actor: &Actor,
 ) -> ApiResult<Option<Refund>> {
     match store.cancel_order(order_id, reason, limit, actor).await.map_err(refund_error)? {
-        None => Ok(None),
+        None => {
+            // A held payment is released now if the provider answers; its queued
+            // job does it otherwise.
+            if let Err(why) = super::holds::void_if_held(store, providers, order_id).await {
+                tracing::warn!(order.id = %order_id, error = %why, "releasing the held payment left to the queue");
+            }
+            Ok(None)
+        }
         Some(ticket) => Ok(Some(match execute(store, providers, &ticket).await? {
             Executed::Settled(r) | Executed::Deferred(r) => r,
         })),
@@ -103,6 +110,7 @@ pub fn refund_error(e: RefundError) -> ApiError {
         RefundError::LimitExceeded { limit } => ApiError::RefundLimitExceeded { limit },
         RefundError::KeyReused => ApiError::Unprocessable { code: "idempotency_key_reused", detail: e.to_string() },
         RefundError::NoPayment => ApiError::conflict("no_payment", None, e.to_string()),
+        RefundError::NotCaptured => ApiError::conflict("payment_not_captured", None, e.to_string()),
     }
 }
 

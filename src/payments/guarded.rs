@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    PaymentProvider, PaymentRequest, PaymentStart, ProviderError, ProviderFuture, RefundOutcome, RefundRequest, Started,
+    HoldOutcome, HoldRequest, PaymentProvider, PaymentRequest, PaymentStart, ProviderError, ProviderFuture, RefundOutcome,
+    RefundRequest, Started,
 };
 use crate::domain::circuit_breaker::{CircuitBreaker, CircuitState, Permit};
 
@@ -152,6 +153,16 @@ impl Outcome for PaymentStart {
             PaymentStart::Succeeded { .. } => "succeeded",
             PaymentStart::Declined { .. } => "declined",
             PaymentStart::Pending { .. } => "pending",
+            PaymentStart::Authorized { .. } => "authorized",
+        }
+    }
+}
+
+impl Outcome for HoldOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            HoldOutcome::Done => "done",
+            HoldOutcome::Refused { .. } => "refused",
         }
     }
 }
@@ -177,6 +188,10 @@ impl PaymentProvider for Guarded {
 
     fn refund<'a>(&'a self, request: &'a RefundRequest) -> ProviderFuture<'a, RefundOutcome> {
         Box::pin(self.guard("refund", move || self.inner.refund(request)))
+    }
+
+    fn finish_hold<'a>(&'a self, request: &'a HoldRequest) -> ProviderFuture<'a, HoldOutcome> {
+        Box::pin(self.guard("finish_hold", move || self.inner.finish_hold(request)))
     }
 }
 

@@ -35,6 +35,9 @@ pub enum PaymentStart {
     Declined { reference: String, reason: String },
     /// Accepted; the outcome arrives later by webhook.
     Pending { reference: String },
+    /// The money is held on the customer's card, to be captured when the order
+    /// ships (or released if it is cancelled first).
+    Authorized { reference: String },
 }
 
 pub struct RefundRequest {
@@ -63,6 +66,41 @@ pub enum RefundOutcome {
     Failed { reason: String },
 }
 
+/// What to do with money held by an authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldAction {
+    /// Take it (the order ships).
+    Capture,
+    /// Release it (the order is cancelled before shipping).
+    Void,
+}
+
+pub struct HoldRequest {
+    pub order_id: Uuid,
+    pub payment_reference: String,
+    pub amount: i64,
+    pub action: HoldAction,
+}
+
+impl HoldRequest {
+    /// One capture and one release per order, whoever asks and however often.
+    pub fn idempotency_key(&self) -> String {
+        match self.action {
+            HoldAction::Capture => format!("capture-{}", self.order_id),
+            HoldAction::Void => format!("void-{}", self.order_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    Done,
+    /// Refused for good (the authorization expired, was released, ...).
+    Refused {
+        reason: String,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("unknown payment token")]
@@ -80,4 +118,10 @@ pub trait PaymentProvider: Send + Sync {
     fn name(&self) -> &'static str;
     fn start<'a>(&'a self, request: &'a PaymentRequest) -> Started<'a>;
     fn refund<'a>(&'a self, request: &'a RefundRequest) -> ProviderFuture<'a, RefundOutcome>;
+
+    /// Captures or releases an authorization (`PaymentStart::Authorized`).
+    /// Providers that take money at once never hold any.
+    fn finish_hold<'a>(&'a self, _request: &'a HoldRequest) -> ProviderFuture<'a, HoldOutcome> {
+        Box::pin(async { Ok(HoldOutcome::Refused { reason: "this provider holds no payments".into() }) })
+    }
 }

@@ -3,16 +3,18 @@
 //! PaymentMethod id (card data never reaches us); the idempotency key derived
 //! from the order makes Stripe answer a retry with the first call's result.
 //!
-//! Every answer is mapped to what it means for the order: money taken, refused,
-//! still in progress (settled later by webhook), or unknown (`Unavailable`:
-//! retry with the same key).
+//! Every answer is mapped to what it means for the order: money taken, held
+//! (with capture on shipment: authorized now, captured when the order ships,
+//! released if it is cancelled first), refused, still in progress (settled later
+//! by webhook), or unknown (`Unavailable`: retry with the same key).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{
-    PaymentProvider, PaymentRequest, PaymentStart, ProviderError, ProviderFuture, RefundOutcome, RefundRequest, Started,
+    HoldAction, HoldOutcome, HoldRequest, PaymentProvider, PaymentRequest, PaymentStart, ProviderError, ProviderFuture,
+    RefundOutcome, RefundRequest, Started,
 };
 use crate::config::Secret;
 
@@ -24,14 +26,16 @@ pub struct StripeProvider {
     client: reqwest::Client,
     base: String,
     secret_key: Secret,
+    /// Authorize at checkout and capture when the order ships, instead of at once.
+    capture_on_shipment: bool,
 }
 
 impl StripeProvider {
-    pub fn new(secret_key: Secret, base: &str) -> anyhow::Result<Self> {
+    pub fn new(secret_key: Secret, base: &str, capture_on_shipment: bool) -> anyhow::Result<Self> {
         // The guard around every provider owns the overall timeout; this only stops
         // a dead connection attempt from using all of it.
         let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
-        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), secret_key })
+        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), secret_key, capture_on_shipment })
     }
 
     async fn post(&self, path: &str, idempotency_key: &str, form: &[(&str, String)]) -> Result<(u16, String), ProviderError> {
@@ -72,7 +76,7 @@ impl PaymentProvider for StripeProvider {
 
     fn start<'a>(&'a self, request: &'a PaymentRequest) -> Started<'a> {
         Box::pin(async move {
-            let form = [
+            let mut form = vec![
                 ("amount", request.amount.to_string()),
                 ("currency", request.currency.to_ascii_lowercase()),
                 ("payment_method", request.token.clone()),
@@ -84,6 +88,9 @@ impl PaymentProvider for StripeProvider {
                 ("automatic_payment_methods[allow_redirects]", "never".to_owned()),
                 ("metadata[order_id]", request.order_id.to_string()),
             ];
+            if self.capture_on_shipment {
+                form.push(("capture_method", "manual".to_owned()));
+            }
             let (status, body) = self.post("/v1/payment_intents", &request.idempotency_key(), &form).await?;
             map_start(status, &body)
         })
@@ -99,6 +106,38 @@ impl PaymentProvider for StripeProvider {
             let (status, body) = self.post("/v1/refunds", &request.idempotency_key(), &form).await?;
             map_refund(status, &body)
         })
+    }
+
+    fn finish_hold<'a>(&'a self, request: &'a HoldRequest) -> ProviderFuture<'a, HoldOutcome> {
+        Box::pin(async move {
+            let (path, form) = match request.action {
+                HoldAction::Capture => ("capture", vec![("amount_to_capture", request.amount.to_string())]),
+                HoldAction::Void => ("cancel", vec![("cancellation_reason", "requested_by_customer".to_owned())]),
+            };
+            let path = format!("/v1/payment_intents/{}/{path}", request.payment_reference);
+            let (status, body) = self.post(&path, &request.idempotency_key(), &form).await?;
+            map_hold(request.action, status, &body)
+        })
+    }
+}
+
+/// What an answer to a capture or a cancel of a held PaymentIntent means.
+fn map_hold(action: HoldAction, status: u16, body: &str) -> Result<HoldOutcome, ProviderError> {
+    if (200..300).contains(&status) {
+        let intent: PaymentIntent = parse(body)?;
+        return match (action, intent.status) {
+            (HoldAction::Capture, IntentStatus::Succeeded) | (HoldAction::Void, IntentStatus::Canceled) => Ok(HoldOutcome::Done),
+            (_, other) => {
+                tracing::error!(payment.reference = %intent.id, status = ?other, ?action, "stripe answered a held payment in an unexpected status");
+                Err(ProviderError::Unavailable("unexpected payment intent status".into()))
+            }
+        };
+    }
+    let error = error_of(status, body)?;
+    match status {
+        // Expired, already released, unknown...: final.
+        400 | 402 | 404 => Ok(HoldOutcome::Refused { reason: error.code.unwrap_or_else(|| "refused".into()) }),
+        _ => Err(ProviderError::Unavailable(format!("stripe answered {status}"))),
     }
 }
 
@@ -180,9 +219,8 @@ fn map_start(status: u16, body: &str) -> Result<PaymentStart, ProviderError> {
         let reference = intent.id;
         return match intent.status {
             IntentStatus::Succeeded => Ok(PaymentStart::Succeeded { reference }),
-            IntentStatus::Processing | IntentStatus::RequiresAction | IntentStatus::RequiresCapture => {
-                Ok(PaymentStart::Pending { reference })
-            }
+            IntentStatus::RequiresCapture => Ok(PaymentStart::Authorized { reference }),
+            IntentStatus::Processing | IntentStatus::RequiresAction => Ok(PaymentStart::Pending { reference }),
             IntentStatus::RequiresPaymentMethod => {
                 let reason = intent.last_payment_error.map(|e| e.reason()).unwrap_or_else(|| "declined".into());
                 Ok(PaymentStart::Declined { reference, reason })
@@ -422,12 +460,27 @@ mod tests {
     }
 
     #[test]
+    fn captures_and_releases_of_holds_map_to_outcomes() {
+        let intent = |status: &str| format!(r#"{{"id":"pi_1","object":"payment_intent","status":"{status}"}}"#);
+        assert_eq!(map_hold(HoldAction::Capture, 200, &intent("succeeded")).unwrap(), HoldOutcome::Done);
+        assert_eq!(map_hold(HoldAction::Void, 200, &intent("canceled")).unwrap(), HoldOutcome::Done);
+        assert!(unavailable(map_hold(HoldAction::Capture, 200, &intent("canceled"))));
+        let expired = r#"{"error":{"type":"invalid_request_error","code":"charge_expired_for_capture"}}"#;
+        assert_eq!(
+            map_hold(HoldAction::Capture, 400, expired).unwrap(),
+            HoldOutcome::Refused { reason: "charge_expired_for_capture".into() }
+        );
+        assert!(unavailable(map_hold(HoldAction::Void, 503, "{}")));
+    }
+
+    #[test]
     fn intent_statuses_map_to_payment_outcomes() {
         let intent = |status: &str| format!(r#"{{"id":"pi_1","object":"payment_intent","status":"{status}","amount":100}}"#);
         assert_eq!(started(200, &intent("succeeded")).unwrap(), PaymentStart::Succeeded { reference: "pi_1".into() });
-        for pending in ["processing", "requires_action", "requires_capture"] {
+        for pending in ["processing", "requires_action"] {
             assert_eq!(started(200, &intent(pending)).unwrap(), PaymentStart::Pending { reference: "pi_1".into() }, "{pending}");
         }
+        assert_eq!(started(200, &intent("requires_capture")).unwrap(), PaymentStart::Authorized { reference: "pi_1".into() });
         assert_eq!(
             started(200, &intent("canceled")).unwrap(),
             PaymentStart::Declined { reference: "pi_1".into(), reason: "canceled".into() }

@@ -532,7 +532,7 @@ impl Store {
         if succeeded {
             refund_required = sqlx::query(
                 "UPDATE payments SET status = 'refund_required', updated_at = $1
-                 WHERE order_id = $2 AND status NOT IN ('succeeded', 'refund_required')",
+                 WHERE order_id = $2 AND status NOT IN ('succeeded', 'authorized', 'refund_required')",
             )
             .bind(now())
             .bind(order_id.to_string())

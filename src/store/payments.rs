@@ -8,6 +8,14 @@ use uuid::Uuid;
 use super::rows::{id, int, opt_text, text};
 use super::{Store, StoreError, StoreResult, new_id, now};
 
+/// The job that releases a cancelled order's held payment.
+pub const VOID_JOB: &str = "payment.void";
+
+/// One release per order, however often it is asked for.
+pub fn void_key(order_id: Uuid) -> String {
+    format!("{VOID_JOB}:{order_id}")
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Payment {
     pub id: Uuid,
@@ -119,5 +127,16 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| id(&r, "order_id")).transpose()
+    }
+
+    /// A held payment was taken (`succeeded`) or released (`voided`).
+    pub async fn settle_hold(&self, order_id: Uuid, to: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = 'authorized'")
+            .bind(to)
+            .bind(now())
+            .bind(order_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -49,6 +49,8 @@ pub enum RefundError {
     KeyReused,
     #[error("this order has no captured payment to refund")]
     NoPayment,
+    #[error("the payment is held on the card, not taken yet: cancel the order to release it")]
+    NotCaptured,
 }
 
 impl From<StoreError> for RefundError {
@@ -109,11 +111,16 @@ pub(super) async fn insert_pending_refund(
     ask: &RefundAsk<'_>,
     actor: &Actor,
 ) -> Result<RefundTicket, RefundError> {
-    let payment = sqlx::query("SELECT provider, provider_ref FROM payments WHERE order_id = $1 AND status = 'succeeded'")
+    let payment = sqlx::query("SELECT provider, provider_ref, status FROM payments WHERE order_id = $1")
         .bind(order.id.to_string())
         .fetch_optional(&mut **tx)
         .await?
         .ok_or(RefundError::NoPayment)?;
+    match text(&payment, "status")?.as_str() {
+        "succeeded" => {}
+        "authorized" => return Err(RefundError::NotCaptured),
+        _ => return Err(RefundError::NoPayment),
+    }
     let reference = opt_text(&payment, "provider_ref")?.ok_or(RefundError::NoPayment)?;
     let pending = sqlx::query(
         "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS n FROM refunds WHERE order_id = $1 AND status = 'pending'",
@@ -221,7 +228,18 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let left = order.grand_total - order.refunded_total - int(&pending, "n")?;
-        let ticket = if order.status.holds_money() && left > 0 {
+        let held = sqlx::query("SELECT 1 AS held FROM payments WHERE order_id = $1 AND status = 'authorized'")
+            .bind(order_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        let ticket = if held {
+            // Nothing was taken: the hold is released instead (now by the caller,
+            // or by this job if the caller cannot).
+            let job = serde_json::json!({"order_id": order_id});
+            super::jobs::enqueue_unique(&mut tx, super::payments::VOID_JOB, job, &super::payments::void_key(order_id)).await?;
+            None
+        } else if order.status.holds_money() && left > 0 {
             let ask = RefundAsk { amount: left, reason, idempotency_key: Some("cancel"), limit };
             Some(insert_pending_refund(&mut tx, &order, &ask, actor).await?)
         } else {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use mercato::config::{PaymentUnavailable, Secret, Settings};
+use mercato::config::{PaymentUnavailable, Secret, Settings, StripeCapture};
 use mercato::domain::signature;
 use mercato::payments::stripe::StripeProvider;
 use mercato::payments::{PaymentProvider, RefundOutcome, RefundRequest};
@@ -559,7 +559,7 @@ async fn a_stripe_key_without_its_webhook_secret_stops_the_start() {
 #[tokio::test]
 async fn refunds_are_posted_under_the_refund_key_and_their_statuses_mapped() {
     let stripe = MockServer::start().await;
-    let provider = StripeProvider::new(Secret::new(SECRET_KEY), &stripe.uri()).unwrap();
+    let provider = StripeProvider::new(Secret::new(SECRET_KEY), &stripe.uri(), false).unwrap();
     let cases: [(ResponseTemplate, RefundOutcome); 4] = [
         (
             ResponseTemplate::new(200).set_body_json(json!({"id": "re_ok", "object": "refund", "status": "succeeded"})),
@@ -841,6 +841,66 @@ async fn a_refused_refund_of_a_cancelled_order_can_be_sent_again(backend: Backen
     shop.finish().await;
 }
 
+/// With capture on shipment the card is only authorized at checkout (the order is
+/// paid for, its stock sold); the first parcel takes the money — once, under the
+/// order's capture key — and a refund before that is refused with the reason. A
+/// cancel releases the hold instead of refunding, and a capture Stripe refuses
+/// ships nothing.
+async fn held_payments_are_captured_by_the_first_parcel_and_released_by_a_cancel(backend: Backend) {
+    let owned = Shop::start(backend, |s| s.stripe_capture = StripeCapture::OnShipment).await;
+    let shop = &owned;
+    for reference in ["pi_h1", "pi_h2", "pi_h3"] {
+        payment_intents().respond_with(intent(reference, "requires_capture")).up_to_n_times(1).mount(&shop.stripe).await;
+    }
+    let held = |reference: &str, action: &str, response: ResponseTemplate| {
+        Mock::given(method("POST")).and(path(format!("/v1/payment_intents/{reference}/{action}"))).respond_with(response)
+    };
+    held("pi_h1", "capture", intent("pi_h1", "succeeded")).mount(&shop.stripe).await;
+    held("pi_h2", "cancel", intent("pi_h2", "canceled")).mount(&shop.stripe).await;
+    let refused = json!({"error": {"type": "invalid_request_error", "code": "charge_expired_for_capture"}});
+    held("pi_h3", "capture", ResponseTemplate::new(400).set_body_json(refused)).mount(&shop.stripe).await;
+    let payment_status = |order: &str| {
+        let (store, order) = (&shop.app.store, order.parse().unwrap());
+        async move { store.payment_of(order).await.unwrap().unwrap().status }
+    };
+
+    let placed = shop.checkout("h-1").await.expect(201);
+    let first = placed["order"]["id"].as_str().unwrap().to_owned();
+    assert_eq!((placed["order"]["status"].as_str(), placed["payment"]["status"].as_str()), (Some("paid"), Some("authorized")));
+    assert_eq!(form(&shop.requests().await[0]).get("capture_method").map(String::as_str), Some("manual"));
+    assert_eq!(shop.stock().await, (9, 0));
+    shop.app.refund(&shop.staff, &first, "h-r1", 100).await.problem(409, "payment_not_captured");
+    let ship = |order: &str| {
+        let path = format!("/v1/admin/orders/{order}/shipments");
+        async move { shop.app.admin_post(&path, &shop.staff, json!({"carrier": "DHL", "tracking_number": "1"})).await }
+    };
+    ship(&first).await.expect(201);
+    let captures: Vec<Request> = shop.requests().await.into_iter().filter(|r| r.url.path().ends_with("/capture")).collect();
+    assert_eq!(captures.len(), 1);
+    assert_eq!(header_of(&captures[0], "idempotency-key"), format!("capture-{first}"));
+    assert_eq!(form(&captures[0]).get("amount_to_capture"), Some(&placed["order"]["grand_total"].to_string()));
+    assert_eq!(payment_status(&first).await, "succeeded");
+
+    let second = shop.checkout("h-2").await.expect(201)["order"]["id"].as_str().unwrap().to_owned();
+    let cancelled = shop.app.admin_post(&format!("/v1/admin/orders/{second}/cancel"), &shop.staff, json!({})).await.expect(200);
+    assert_eq!((cancelled["status"].as_str(), cancelled["refunds"].as_array().map(Vec::len)), (Some("cancelled"), Some(0)));
+    let voids: Vec<Request> = shop.requests().await.into_iter().filter(|r| r.url.path().ends_with("/cancel")).collect();
+    assert_eq!(voids.len(), 1);
+    assert_eq!(header_of(&voids[0], "idempotency-key"), format!("void-{second}"));
+    assert_eq!(payment_status(&second).await, "voided");
+    // The queued release, run anyway, asks nothing more.
+    shop.app.drain_jobs().await;
+    assert_eq!(shop.requests().await.iter().filter(|r| r.url.path().ends_with("/cancel")).count(), 1);
+
+    let third = shop.checkout("h-3").await.expect(201)["order"]["id"].as_str().unwrap().to_owned();
+    ship(&third).await.problem(409, "capture_failed");
+    let detail = shop.app.admin_get(&format!("/v1/admin/orders/{third}"), &shop.staff).await.expect(200);
+    assert_eq!((detail["status"].as_str(), detail["shipments"].as_array().map(Vec::len)), (Some("paid"), Some(0)));
+    assert_eq!(payment_status(&third).await, "authorized");
+    assert_eq!(shop.stock().await, (8, 0), "the first and third orders' units are sold, the second's are back");
+    owned.finish().await;
+}
+
 on_both_databases_with_stripe!(
     a_stripe_payment_sends_the_documented_form_under_the_order_key,
     a_card_decline_fails_the_order_and_releases_its_stock,
@@ -859,4 +919,5 @@ on_both_databases_with_stripe!(
     a_worker_process_killed_mid_refund_is_taken_over_and_refunds_once,
     a_shop_with_stripe_takes_no_simulated_payments,
     a_refused_refund_of_a_cancelled_order_can_be_sent_again,
+    held_payments_are_captured_by_the_first_parcel_and_released_by_a_cancel,
 );
