@@ -11,7 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobFuture, JobHandler};
+use crate::jobs::{JobError, JobFuture, JobHandler};
 use crate::payments::{PaymentProvider, ProviderError, RefundOutcome, RefundRequest};
 use crate::store::Store;
 use crate::store::audit::Actor;
@@ -114,6 +114,15 @@ pub fn refund_error(e: RefundError) -> ApiError {
     }
 }
 
+/// How long a refund may be asked for again under its key: under the day a
+/// provider remembers idempotency keys.
+const KEY_MEMORY: std::time::Duration = std::time::Duration::from_secs(23 * 3600);
+
+fn older_than(stored_time: &str, age: std::time::Duration) -> bool {
+    time::OffsetDateTime::parse(stored_time, &time::format_description::well_known::Rfc3339)
+        .is_ok_and(|t| time::OffsetDateTime::now_utc() - t > age)
+}
+
 /// `refund.execute`: retries a refund the provider could not take at the time.
 pub struct ExecuteRefund {
     pub providers: Arc<[Arc<dyn PaymentProvider>]>,
@@ -133,11 +142,32 @@ impl JobHandler for ExecuteRefund {
             let Some(ticket) = ticket.filter(|t| t.refund.status == "pending" && t.refund.provider_ref.is_none()) else {
                 return Ok(());
             };
+            // Providers forget idempotency keys after a day (Stripe: 24 h). Past
+            // that, asking again could refund twice if an earlier call did get
+            // through: a person must look at the provider's records first.
+            if older_than(&ticket.refund.created_at, KEY_MEMORY) {
+                tracing::error!(refund.id = %refund_id, order.id = %ticket.refund.order_id, "refund pending for too long to retry safely; check the provider");
+                return Err(JobError::permanent(format!(
+                    "refund {refund_id} is older than the provider's idempotency memory; check the provider's records before retrying"
+                )));
+            }
             match execute(store, &self.providers, &ticket).await {
                 Ok(Executed::Settled(_)) => Ok(()),
                 Ok(Executed::Deferred(_)) => Err("the payment provider is unavailable".into()),
                 Err(e) => Err(e.to_string().into()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refunds_older_than_a_providers_key_memory_are_not_retried() {
+        assert!(older_than("2026-01-01T00:00:00.000000Z", KEY_MEMORY));
+        assert!(!older_than(&crate::store::now(), KEY_MEMORY));
+        assert!(!older_than("not a time", KEY_MEMORY));
     }
 }
