@@ -28,15 +28,18 @@ pub enum Template {
     OrderRefunded,
     /// Context: `{name, reset_url, expires_at, expires_in_minutes}`.
     PasswordReset,
+    /// To staff. Context: `{name, sku, available, threshold}`.
+    LowStock,
 }
 
 impl Template {
-    pub const ALL: [Template; 5] = [
+    pub const ALL: [Template; 6] = [
         Template::OrderConfirmed,
         Template::OrderShipped,
         Template::OrderDelivered,
         Template::OrderRefunded,
         Template::PasswordReset,
+        Template::LowStock,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Template {
             Template::OrderDelivered => "order_delivered",
             Template::OrderRefunded => "order_refunded",
             Template::PasswordReset => "password_reset",
+            Template::LowStock => "low_stock",
         }
     }
 
@@ -80,7 +84,7 @@ macro_rules! embedded {
 }
 
 const SOURCES: &[(&str, &str)] =
-    embedded!("order_confirmed", "order_shipped", "order_delivered", "order_refunded", "password_reset");
+    embedded!("order_confirmed", "order_shipped", "order_delivered", "order_refunded", "password_reset", "low_stock");
 
 fn environment() -> Result<&'static Environment<'static>, RenderError> {
     static ENV: OnceLock<Result<Environment<'static>, String>> = OnceLock::new();
@@ -192,6 +196,7 @@ mod tests {
                 Template::PasswordReset,
                 json!({"name": "Ann", "reset_url": "https://shop.example/reset-password?token=abc", "expires_at": "2026-01-01T10:00:00Z", "expires_in_minutes": 60}),
             ),
+            (Template::LowStock, json!({"name": "Bo", "sku": "JAR-1", "available": 2, "threshold": 5})),
         ];
         for (template, context) in contexts {
             let email = render(template, &context).unwrap_or_else(|e| panic!("{e}"));

@@ -11,6 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::order_status::OrderStatus;
+use crate::domain::rbac::Permission;
 use crate::jobs::{JobFuture, JobHandler, Registry};
 use crate::notify::{Template, enqueue_email};
 use crate::store::Store;
@@ -35,20 +36,24 @@ struct FanOut;
 impl JobHandler for FanOut {
     fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
         Box::pin(async move {
-            let email = customer_email(store, &job.kind, &job.payload).await.map_err(|e| e.to_string())?;
+            let mut emails: Vec<Email> =
+                customer_email(store, &job.kind, &job.payload).await.map_err(|e| e.to_string())?.into_iter().collect();
+            if job.kind == LOW_STOCK {
+                emails.extend(staff_alerts(store, job).await.map_err(|e| e.to_string())?);
+            }
             let mut tx = store.begin().await.map_err(|e| e.to_string())?;
             let queued = fan_out(&mut tx, job.id, &job.kind, &job.payload).await.map_err(|e| e.to_string())?;
-            if let Some(e) = &email {
+            for e in &emails {
                 enqueue_email(&mut tx, e.template, &e.to, e.context.clone(), &e.dedupe_key).await.map_err(|e| e.to_string())?;
             }
             tx.commit().await.map_err(|e| e.to_string())?;
-            tracing::debug!(event = %job.kind, event.id = %job.id, deliveries = queued, email = email.is_some(), "event fanned out");
+            tracing::debug!(event = %job.kind, event.id = %job.id, deliveries = queued, emails = emails.len(), "event fanned out");
             Ok(())
         })
     }
 }
 
-struct CustomerEmail {
+struct Email {
     template: Template,
     to: String,
     context: serde_json::Value,
@@ -56,7 +61,7 @@ struct CustomerEmail {
 }
 
 /// The e-mail the customer gets for an event, if any, with what it shows.
-async fn customer_email(store: &Store, kind: &str, payload: &serde_json::Value) -> anyhow::Result<Option<CustomerEmail>> {
+async fn customer_email(store: &Store, kind: &str, payload: &serde_json::Value) -> anyhow::Result<Option<Email>> {
     let id = |name: &str| payload.get(name).and_then(|v| v.as_str()).and_then(|v| v.parse::<Uuid>().ok());
     let template = match kind {
         "order.paid" => Template::OrderConfirmed,
@@ -100,7 +105,25 @@ async fn customer_email(store: &Store, kind: &str, payload: &serde_json::Value) 
         _ => (json!({"order": order}), order.id.to_string()),
     };
     let dedupe_key = format!("{}:{about}", template.as_str());
-    Ok(Some(CustomerEmail { template, to: order.email.clone(), context, dedupe_key }))
+    Ok(Some(Email { template, to: order.email.clone(), context, dedupe_key }))
+}
+
+/// A low-stock alert for every active staff member who looks after stock. The
+/// event is made once a day per variant; the key (event id and recipient) keeps
+/// a re-handled event from mailing anyone twice.
+async fn staff_alerts(store: &Store, job: &Job) -> anyhow::Result<Vec<Email>> {
+    let staff = store.list_staff().await?;
+    let field = |name: &str| job.payload.get(name).cloned().unwrap_or(serde_json::Value::Null);
+    Ok(staff
+        .into_iter()
+        .filter(|m| m.active && m.role.grants(Permission::InventoryWrite))
+        .map(|m| Email {
+            template: Template::LowStock,
+            context: json!({"name": if m.name.is_empty() { &m.email } else { &m.name }, "sku": field("sku"), "available": field("available"), "threshold": field("threshold")}),
+            dedupe_key: format!("low_stock:{}:{}", job.id, m.id),
+            to: m.email,
+        })
+        .collect())
 }
 
 /// Registers the fan-out for every event type.

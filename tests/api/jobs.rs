@@ -157,6 +157,12 @@ async fn housekeeping_runs_once_per_slot_and_alerts_once_a_day(app: TestApp) {
     let alerts = app.store.list_jobs(None, Some(events::LOW_STOCK), None, 10).await.unwrap();
     assert_eq!(alerts.len(), 1);
     assert_eq!((alerts[0].payload["sku"].as_str(), alerts[0].status.as_str()), (Some("TEA-1"), "done"));
+    // The staff who look after stock (here the owner) get one e-mail about it.
+    let outbox = app.settings.data_dir.join("outbox");
+    let mails: Vec<String> =
+        std::fs::read_dir(&outbox).unwrap().map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap()).collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("Subject: Low stock: TEA-1 (3 left)"), "{}", mails[0]);
 }
 
 on_both_databases!(
