@@ -101,17 +101,22 @@ impl Money {
 }
 
 impl fmt::Display for Money {
-    /// `12.50 EUR`, `1500 JPY`: the decimal string of the amount, never a float.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let exp = self.currency.exponent();
-        let sign = if self.minor < 0 { "-" } else { "" };
-        let abs = self.minor.unsigned_abs();
-        if exp == 0 {
-            return write!(f, "{sign}{abs} {}", self.currency);
-        }
-        let div = 10u64.pow(exp);
-        write!(f, "{sign}{}.{:0width$} {}", abs / div, abs % div, self.currency, width = exp as usize)
+        f.write_str(&format_amount(self.minor, self.currency))
     }
+}
+
+/// `12.50 EUR`, `1500 JPY`: any amount in minor units (a price, a total, a
+/// refund) as the decimal string of its currency, never through a float.
+pub fn format_amount(minor: i64, currency: Currency) -> String {
+    let exp = currency.exponent();
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    if exp == 0 {
+        return format!("{sign}{abs} {currency}");
+    }
+    let div = 10u64.pow(exp);
+    format!("{sign}{}.{:0width$} {currency}", abs / div, abs % div, width = exp as usize)
 }
 
 #[cfg(test)]

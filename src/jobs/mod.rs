@@ -57,6 +57,15 @@ impl std::fmt::Display for JobError {
     }
 }
 
+/// The id a job's payload names under `field`.
+pub fn payload_id(job: &Job, field: &str) -> Result<uuid::Uuid, JobError> {
+    job.payload
+        .get(field)
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| JobError::permanent(format!("the payload of this {} job has no {field}", job.kind)))
+}
+
 /// What to do for one kind of job.
 pub trait JobHandler: Send + Sync {
     fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a>;

@@ -113,27 +113,7 @@ fn environment() -> Result<&'static Environment<'static>, RenderError> {
 fn money_filter(minor: i64, currency: &str) -> Result<String, minijinja::Error> {
     let currency = Currency::parse(currency)
         .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("currency: {}", e.message)))?;
-    Ok(MoneyView { minor, currency }.to_string())
-}
-
-/// `Money`'s display for any amount: `Money` only admits bounded prices, while
-/// totals and refunds are sums.
-struct MoneyView {
-    minor: i64,
-    currency: Currency,
-}
-
-impl std::fmt::Display for MoneyView {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let exp = self.currency.exponent();
-        let sign = if self.minor < 0 { "-" } else { "" };
-        let abs = self.minor.unsigned_abs();
-        if exp == 0 {
-            return write!(f, "{sign}{abs} {}", self.currency);
-        }
-        let div = 10u64.pow(exp);
-        write!(f, "{sign}{}.{:0width$} {}", abs / div, abs % div, self.currency, width = exp as usize)
-    }
+    Ok(crate::domain::money::format_amount(minor, currency))
 }
 
 /// Renders `template` with `context` (a JSON object).

@@ -88,12 +88,7 @@ pub struct VoidHold {
 impl JobHandler for VoidHold {
     fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
         Box::pin(async move {
-            let order_id: Uuid = job
-                .payload
-                .get("order_id")
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.parse().ok())
-                .ok_or("payload has no order_id")?;
+            let order_id: Uuid = crate::jobs::payload_id(job, "order_id")?;
             void_if_held(store, &self.providers, order_id).await.map_err(Into::into)
         })
     }

@@ -131,12 +131,7 @@ pub struct ExecuteRefund {
 impl JobHandler for ExecuteRefund {
     fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
         Box::pin(async move {
-            let refund_id: Uuid = job
-                .payload
-                .get("refund_id")
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.parse().ok())
-                .ok_or("payload has no refund_id")?;
+            let refund_id: Uuid = crate::jobs::payload_id(job, "refund_id")?;
             let ticket = store.refund_ticket(refund_id).await.map_err(|e| e.to_string())?;
             // Settled meanwhile (by the request, an earlier run or a webhook).
             let Some(ticket) = ticket.filter(|t| t.refund.status == "pending" && t.refund.provider_ref.is_none()) else {
