@@ -489,7 +489,9 @@ impl Store {
         actor: &Actor,
         inbox: InboxEntry<'_>,
     ) -> Result<Applied, OrderError> {
-        self.apply_event(order_id, event, actor, inbox.event_type, Some(inbox)).await
+        // The history names the provider's event, so it can be found in its records.
+        let reason = format!("{} {}", inbox.event_type, inbox.event_id);
+        self.apply_event(order_id, event, actor, &reason, Some(inbox)).await
     }
 
     async fn apply_event(

@@ -328,6 +328,9 @@ async fn a_webhook_is_applied_exactly_once(app: TestApp) {
     let id = placed["order"]["id"].as_str().unwrap();
     let history = app.admin_get(&format!("/v1/admin/orders/{id}/history"), &staff).await.expect(200);
     assert_eq!(history["items"].as_array().unwrap().len(), 2, "{history}");
+    // The paid step names the provider and its event.
+    assert_eq!(history["items"][1]["actor_type"], "provider");
+    assert_eq!(history["items"][1]["reason"], "payment.succeeded evt_once");
     app.assert_ledger_reconciles(&staff).await;
 }
 
