@@ -186,8 +186,17 @@ async fn settle_from_provider(
     settlement: Settlement,
     event_id: &str,
 ) -> ApiResult<WebhookAnswer> {
-    let before = state.store.refund_ticket(refund_id).await?.map(|t| t.refund.status);
-    if before.as_deref() != Some("pending") {
+    let Some(ticket) = state.store.refund_ticket(refund_id).await? else { return Ok(WebhookAnswer { status: "ignored" }) };
+    if ticket.refund.provider != stripe::NAME {
+        tracing::warn!(refund.id = %refund_id, event = event_id, "a stripe event names a refund made through another provider; ignored");
+        return Ok(WebhookAnswer { status: "ignored" });
+    }
+    if ticket.refund.status != "pending" {
+        if ticket.refund.status == "succeeded" && matches!(settlement, Settlement::Failed { .. }) {
+            // The books say the money went back; the provider now says it did not.
+            tracing::error!(refund.id = %refund_id, order.id = %ticket.refund.order_id, event = event_id, "a refund recorded as succeeded failed at the provider; check it");
+            metrics::counter!("refunds_reversed_total").increment(1);
+        }
         return Ok(WebhookAnswer { status: "duplicate" });
     }
     let actor = Actor { kind: "provider", id: None, request_id: None };

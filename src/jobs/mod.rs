@@ -110,13 +110,20 @@ impl Default for WorkerSettings {
     }
 }
 
+/// Jobs a worker runs at once.
+const JOBS_AT_ONCE: usize = 4;
+
 /// Claims and runs one batch; returns how many jobs it ran.
 pub async fn run_once(store: &Store, registry: &Registry, worker: &str, settings: &WorkerSettings) -> anyhow::Result<usize> {
     let jobs = store.claim_jobs(worker, settings.batch, settings.lease).await?;
     // The jobs of a batch are independent and mostly wait on the network (a mail
-    // server, a gateway, a subscriber): run them together, not one after another.
-    let outcomes = futures_util::future::join_all(jobs.iter().map(|job| run_one(store, registry, worker, settings, job))).await;
-    outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    // server, a gateway, a subscriber): run a few together, not one after another
+    // — a few, because each may hold a database connection the API also needs.
+    for group in jobs.chunks(JOBS_AT_ONCE) {
+        let outcomes =
+            futures_util::future::join_all(group.iter().map(|job| run_one(store, registry, worker, settings, job))).await;
+        outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    }
     Ok(jobs.len())
 }
 

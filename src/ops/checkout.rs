@@ -565,7 +565,7 @@ pub async fn expire_due(store: &Store, now: &str) -> anyhow::Result<usize> {
     let system = Actor { kind: "system", id: None, request_id: None };
     let mut expired = 0;
     for order_id in store.orders_due_for_expiry(now, 500).await? {
-        let paid = store.payment_of(order_id).await?.is_some_and(|p| p.status == "succeeded");
+        let paid = store.payment_of(order_id).await?.is_some_and(|p| matches!(p.status.as_str(), "succeeded" | "authorized"));
         let (event, reason) = if paid {
             (OrderEvent::PaymentSucceeded, "payment had succeeded")
         } else {

@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobFuture, JobHandler};
 use crate::payments::{HoldAction, HoldOutcome, HoldRequest, PaymentProvider, ProviderError};
 use crate::store::jobs::Job;
+use crate::store::orders::CaptureStart;
 use crate::store::{Store, StoreResult};
 
 pub use crate::store::payments::VOID_JOB;
@@ -25,14 +26,29 @@ pub async fn queue_void(store: &Store, order_id: Uuid) -> StoreResult<()> {
 }
 
 /// Takes a held payment before the order's first parcel leaves; nothing to do
-/// for money already taken.
+/// for money already taken. The payment is `capturing` (under the order's lock)
+/// while the provider is asked, so a cancel cannot release it meanwhile.
 pub async fn capture_if_held(store: &Store, providers: &[Arc<dyn PaymentProvider>], order_id: Uuid) -> ApiResult<()> {
-    let Some((provider, request)) = held(store, providers, order_id, HoldAction::Capture).await? else { return Ok(()) };
-    match provider.finish_hold(&request).await {
-        Ok(HoldOutcome::Done) => {
-            store.settle_hold(order_id, "succeeded").await?;
-            Ok(())
+    let (provider_name, reference, amount) = match store.begin_capture(order_id).await? {
+        CaptureStart::NotHeld => return Ok(()),
+        CaptureStart::InProgress => {
+            return Err(ApiError::conflict(
+                "capture_in_progress",
+                None,
+                "this order's payment is being taken; try again shortly",
+            ));
         }
+        CaptureStart::Started { provider, reference, amount } => (provider, reference, amount),
+    };
+    let Some(provider) = providers.iter().find(|p| p.name() == provider_name) else {
+        store.finish_capture(order_id, false).await?;
+        return Err(anyhow::anyhow!("payment provider {provider_name} is not configured").into());
+    };
+    let request = HoldRequest { order_id, payment_reference: reference, amount, action: HoldAction::Capture };
+    let outcome = provider.finish_hold(&request).await;
+    store.finish_capture(order_id, matches!(outcome, Ok(HoldOutcome::Done))).await?;
+    match outcome {
+        Ok(HoldOutcome::Done) => Ok(()),
         Ok(HoldOutcome::Refused { reason }) => {
             tracing::error!(order.id = %order_id, reason = %reason, "the held payment could not be captured");
             Err(ApiError::conflict(
@@ -48,36 +64,32 @@ pub async fn capture_if_held(store: &Store, providers: &[Arc<dyn PaymentProvider
     }
 }
 
-/// Releases a held payment; `Ok` once nothing is held any more.
+/// Releases a held payment; `Ok` once nothing is held any more. A release the
+/// provider refuses may mean the money was taken after all: the payment is then
+/// `refund_required`, for a person to check, never taken as released.
 pub async fn void_if_held(store: &Store, providers: &[Arc<dyn PaymentProvider>], order_id: Uuid) -> Result<(), String> {
-    let held = held(store, providers, order_id, HoldAction::Void).await.map_err(|e| e.to_string())?;
-    let Some((provider, request)) = held else { return Ok(()) };
+    let Some(payment) = store.payment_of(order_id).await.map_err(|e| e.to_string())?.filter(|p| p.status == "authorized") else {
+        return Ok(());
+    };
+    let provider = providers
+        .iter()
+        .find(|p| p.name() == payment.provider)
+        .ok_or_else(|| format!("payment provider {} is not configured", payment.provider))?;
+    let request = HoldRequest {
+        order_id,
+        payment_reference: payment.provider_ref.unwrap_or_default(),
+        amount: payment.amount,
+        action: HoldAction::Void,
+    };
     match provider.finish_hold(&request).await {
         Ok(HoldOutcome::Done) => store.settle_hold(order_id, "voided").await.map_err(|e| e.to_string()),
         Ok(HoldOutcome::Refused { reason }) => {
-            // Released or expired at the provider already: nothing is held either way.
-            tracing::warn!(order.id = %order_id, reason = %reason, "the provider refused to release a hold; marked released");
-            store.settle_hold(order_id, "voided").await.map_err(|e| e.to_string())
+            tracing::error!(order.id = %order_id, reason = %reason, "the provider refused to release a hold; refund_required");
+            store.hold_release_refused(order_id).await.map_err(|e| e.to_string())
         }
         Err(ProviderError::Unavailable(why)) => Err(why),
         Err(ProviderError::InvalidToken) => Err("the provider does not know this payment".into()),
     }
-}
-
-async fn held<'p>(
-    store: &Store,
-    providers: &'p [Arc<dyn PaymentProvider>],
-    order_id: Uuid,
-    action: HoldAction,
-) -> ApiResult<Option<(&'p Arc<dyn PaymentProvider>, HoldRequest)>> {
-    let Some(payment) = store.payment_of(order_id).await?.filter(|p| p.status == "authorized") else { return Ok(None) };
-    let provider = providers
-        .iter()
-        .find(|p| p.name() == payment.provider)
-        .ok_or_else(|| anyhow::anyhow!("payment provider {} is not configured", payment.provider))?;
-    let request =
-        HoldRequest { order_id, payment_reference: payment.provider_ref.unwrap_or_default(), amount: payment.amount, action };
-    Ok(Some((provider, request)))
 }
 
 /// `payment.void`: releases the hold of a cancelled order.

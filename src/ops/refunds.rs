@@ -111,6 +111,7 @@ pub fn refund_error(e: RefundError) -> ApiError {
         RefundError::KeyReused => ApiError::Unprocessable { code: "idempotency_key_reused", detail: e.to_string() },
         RefundError::NoPayment => ApiError::conflict("no_payment", None, e.to_string()),
         RefundError::NotCaptured => ApiError::conflict("payment_not_captured", None, e.to_string()),
+        RefundError::CaptureInProgress => ApiError::conflict("capture_in_progress", None, e.to_string()),
     }
 }
 

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_ATTEMPTS: i64 = 8;
 /// hour apart) 12 attempts span about 1.5 hours, 16 about 5, 20 about 9.
 pub fn max_attempts(kind: &str) -> i64 {
     match kind {
-        "refund.execute" => 20,
+        "refund.execute" | "payment.void" => 20,
         "webhook.deliver" => 16,
         "email.send" => 12,
         _ => DEFAULT_MAX_ATTEMPTS,

@@ -514,12 +514,14 @@ impl Store {
         Ok(Applied::Done(to))
     }
 
-    /// A provider event for an order that has already moved on (a success after
-    /// the reservation expired, say). Stored once in the inbox (`None` for a
-    /// redelivery). A success for an order whose payment never succeeded marks the
-    /// payment `refund_required` and announces it on the outbox, in one
-    /// transaction, so the money is never forgotten (`Some(true)`); a repeat of a
-    /// success already applied, or a failure, changes nothing (`Some(false)`).
+    /// A provider event for an order that has already moved on. Stored once in
+    /// the inbox (`None` for a redelivery). A success for an order that was paid
+    /// (and perhaps shipped or cancelled since) is a repeat of what its history
+    /// shows: a payment still held (`authorized`, `capturing`) is now known taken
+    /// (`Some(false)`). A success for an order that was never paid (it expired or
+    /// failed meanwhile) marks the payment `refund_required` and announces it on
+    /// the outbox, in one transaction, so the money is never forgotten
+    /// (`Some(true)`). A failure changes nothing.
     pub async fn record_late_payment_event(
         &self,
         order_id: Uuid,
@@ -530,29 +532,112 @@ impl Store {
         if !store_in_inbox(&mut tx, inbox).await? {
             return Ok(None);
         }
-        let mut refund_required = false;
-        if succeeded {
-            refund_required = sqlx::query(
-                "UPDATE payments SET status = 'refund_required', updated_at = $1
-                 WHERE order_id = $2 AND status NOT IN ('succeeded', 'authorized', 'refund_required')",
+        if !succeeded {
+            tx.commit().await?;
+            return Ok(Some(false));
+        }
+        let was_paid = sqlx::query("SELECT 1 AS paid FROM order_events WHERE order_id = $1 AND to_status = 'paid'")
+            .bind(order_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        let refund_required = if was_paid {
+            sqlx::query(
+                "UPDATE payments SET status = 'succeeded', updated_at = $1 WHERE order_id = $2 AND status IN ('authorized', 'capturing')",
+            )
+            .bind(now())
+            .bind(order_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            false
+        } else {
+            let changed = sqlx::query(
+                "UPDATE payments SET status = 'refund_required', updated_at = $1 WHERE order_id = $2 AND status <> 'refund_required'",
             )
             .bind(now())
             .bind(order_id.to_string())
             .execute(&mut *tx)
             .await?
-            .rows_affected()
-                == 1;
-            if refund_required {
-                insert_outbox(
-                    &mut tx,
-                    "payment.refund_required",
-                    serde_json::json!({"order_id": order_id, "event_id": inbox.event_id}),
-                )
-                .await?;
-            }
+            .rows_affected();
+            changed == 1
+        };
+        if refund_required {
+            insert_outbox(
+                &mut tx,
+                "payment.refund_required",
+                serde_json::json!({"order_id": order_id, "event_id": inbox.event_id}),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Some(refund_required))
+    }
+
+    /// A held payment's release was refused (it may have been taken after all):
+    /// a person must look, so the payment is `refund_required`, announced once.
+    pub async fn hold_release_refused(&self, order_id: Uuid) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE payments SET status = 'refund_required', updated_at = $1 WHERE order_id = $2 AND status = 'authorized'",
+        )
+        .bind(now())
+        .bind(order_id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            insert_outbox(
+                &mut tx,
+                "payment.refund_required",
+                serde_json::json!({"order_id": order_id, "reason": "hold release refused"}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a held payment `capturing` under the order's lock, if the order may
+    /// still ship: a cancel (which takes the same lock) then waits for the
+    /// capture's outcome instead of releasing a hold being taken.
+    pub async fn begin_capture(&self, order_id: Uuid) -> StoreResult<CaptureStart> {
+        let mut tx = self.begin().await?;
+        let order = lock_order(&mut tx, self.dialect, order_id).await?;
+        let payment = sqlx::query("SELECT provider, provider_ref, amount, status FROM payments WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(payment) = payment else { return Ok(CaptureStart::NotHeld) };
+        let start = match text(&payment, "status")?.as_str() {
+            "capturing" => CaptureStart::InProgress,
+            "authorized" if matches!(order.status, OrderStatus::Paid | OrderStatus::Fulfilling) => {
+                sqlx::query("UPDATE payments SET status = 'capturing', updated_at = $1 WHERE order_id = $2")
+                    .bind(now())
+                    .bind(order_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                CaptureStart::Started {
+                    provider: text(&payment, "provider")?,
+                    reference: opt_text(&payment, "provider_ref")?.unwrap_or_default(),
+                    amount: int(&payment, "amount")?,
+                }
+            }
+            _ => CaptureStart::NotHeld,
+        };
+        tx.commit().await?;
+        Ok(start)
+    }
+
+    /// The capture's outcome: taken (`succeeded`), or still held (`authorized`:
+    /// refused or unknown, to be tried again under the same key).
+    pub async fn finish_capture(&self, order_id: Uuid, captured: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = 'capturing'")
+            .bind(if captured { "succeeded" } else { "authorized" })
+            .bind(now())
+            .bind(order_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Orders still waiting for payment whose reservation ran out before `now`.
@@ -588,6 +673,17 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Whether a shipment must first take a held payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureStart {
+    /// Nothing held (money already taken, or never held).
+    NotHeld,
+    /// Another request is taking it now.
+    InProgress,
+    /// This request takes it.
+    Started { provider: String, reference: String, amount: i64 },
 }
 
 /// Filters of the staff order list; every field narrows it.

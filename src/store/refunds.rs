@@ -51,6 +51,8 @@ pub enum RefundError {
     NoPayment,
     #[error("the payment is held on the card, not taken yet: cancel the order to release it")]
     NotCaptured,
+    #[error("the order's payment is being taken for a shipment; try again shortly")]
+    CaptureInProgress,
 }
 
 impl From<StoreError> for RefundError {
@@ -228,11 +230,16 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let left = order.grand_total - order.refunded_total - int(&pending, "n")?;
-        let held = sqlx::query("SELECT 1 AS held FROM payments WHERE order_id = $1 AND status = 'authorized'")
+        let payment_status = sqlx::query("SELECT status FROM payments WHERE order_id = $1")
             .bind(order_id.to_string())
             .fetch_optional(&mut *tx)
             .await?
-            .is_some();
+            .map(|r| text(&r, "status"))
+            .transpose()?;
+        if payment_status.as_deref() == Some("capturing") {
+            return Err(RefundError::CaptureInProgress);
+        }
+        let held = payment_status.as_deref() == Some("authorized");
         let ticket = if held {
             // Nothing was taken: the hold is released instead (now by the caller,
             // or by this job if the caller cannot).

@@ -901,6 +901,77 @@ async fn held_payments_are_captured_by_the_first_parcel_and_released_by_a_cancel
     owned.finish().await;
 }
 
+/// The reservation runs out while Stripe is still answering the start, and the
+/// answer is a success: the order stays expired and the money is flagged for
+/// refund — never taken for a purchase — and Stripe's later success event changes
+/// nothing more.
+async fn a_success_answered_after_the_order_expired_is_flagged_for_refund(backend: Backend) {
+    let shop = Shop::start(backend, |_| {}).await;
+    let (arrivals, release) = gate(&shop, intent("pi_late", "succeeded")).await;
+    let guest = shop.guest().await;
+    let expire_meanwhile = async {
+        let body = tokio::task::spawn_blocking(move || arrivals.recv_timeout(Duration::from_secs(30))).await.unwrap().unwrap();
+        let fields: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap();
+        let later = mercato::store::format_time(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+        assert_eq!(mercato::ops::checkout::expire_due(&shop.app.store, &later).await.unwrap(), 1);
+        release.send(()).unwrap();
+        fields["metadata[order_id]"].clone()
+    };
+    let (answer, order_id) = tokio::join!(shop.checkout_as(&guest, "late-1"), expire_meanwhile);
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert_eq!(shop.order_status(&order_id).await, "expired");
+    let payment = shop.app.store.payment_of(order_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(payment.status, "refund_required");
+    assert_eq!(refund_jobs(&shop).await, 1);
+    let object = json!({"id": "pi_late", "object": "payment_intent", "status": "succeeded", "metadata": {"order_id": order_id}});
+    let webhook = event("evt_late_ok", "payment_intent.succeeded", object);
+    assert_eq!(shop.webhook(&webhook, WEBHOOK_SECRET, 0).await.expect(200)["status"], "ignored");
+    assert_eq!(refund_jobs(&shop).await, 1);
+    assert_eq!(shop.stock().await, (10, 0));
+    shop.finish().await;
+}
+
+/// While a shipment is taking a held payment, a cancel waits for it (409) rather
+/// than releasing a hold that is being taken; once taken, the cancel refunds.
+async fn a_cancel_during_a_capture_waits_and_then_refunds(backend: Backend) {
+    let owned = Shop::start(backend, |s| s.stripe_capture = StripeCapture::OnShipment).await;
+    let shop = &owned;
+    payment_intents().respond_with(intent("pi_cc", "requires_capture")).mount(&shop.stripe).await;
+    let (arrived, arrivals) = mpsc::channel();
+    let (release, released) = mpsc::channel();
+    let capture_gate =
+        Gate { arrived: Mutex::new(arrived), release: Mutex::new(released), response: intent("pi_cc", "succeeded") };
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents/pi_cc/capture"))
+        .respond_with(capture_gate)
+        .mount(&shop.stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "re_cc", "object": "refund", "amount": 2494, "status": "succeeded"})),
+        )
+        .mount(&shop.stripe)
+        .await;
+    let order_id = shop.checkout("cc-1").await.expect(201)["order"]["id"].as_str().unwrap().to_owned();
+    let ship_path = format!("/v1/admin/orders/{order_id}/shipments");
+    let ship = shop.app.admin_post(&ship_path, &shop.staff, json!({"carrier": "DHL", "tracking_number": "5"}));
+    let cancel_while_capturing = async {
+        tokio::task::spawn_blocking(move || arrivals.recv_timeout(Duration::from_secs(30))).await.unwrap().unwrap();
+        let refused = shop.app.admin_post(&format!("/v1/admin/orders/{order_id}/cancel"), &shop.staff, json!({})).await;
+        release.send(()).unwrap();
+        refused
+    };
+    let (shipped, refused) = tokio::join!(ship, cancel_while_capturing);
+    refused.problem(409, "capture_in_progress");
+    shipped.expect(201);
+    assert_eq!(shop.app.store.payment_of(order_id.parse().unwrap()).await.unwrap().unwrap().status, "succeeded");
+    // Shipped now, so not cancellable; the money can be refunded as usual.
+    shop.app.refund(&shop.staff, &order_id, "cc-r", 2494).await.expect(201);
+    owned.finish().await;
+}
+
 on_both_databases_with_stripe!(
     a_stripe_payment_sends_the_documented_form_under_the_order_key,
     a_card_decline_fails_the_order_and_releases_its_stock,
@@ -920,4 +991,6 @@ on_both_databases_with_stripe!(
     a_shop_with_stripe_takes_no_simulated_payments,
     a_refused_refund_of_a_cancelled_order_can_be_sent_again,
     held_payments_are_captured_by_the_first_parcel_and_released_by_a_cancel,
+    a_success_answered_after_the_order_expired_is_flagged_for_refund,
+    a_cancel_during_a_capture_waits_and_then_refunds,
 );
