@@ -110,16 +110,18 @@ impl Default for WorkerSettings {
     }
 }
 
-/// Jobs a worker runs at once.
-const JOBS_AT_ONCE: usize = 4;
+/// Jobs a worker runs at once (on PostgreSQL).
+const JOBS_AT_ONCE: usize = 10;
 
 /// Claims and runs one batch; returns how many jobs it ran.
 pub async fn run_once(store: &Store, registry: &Registry, worker: &str, settings: &WorkerSettings) -> anyhow::Result<usize> {
     let jobs = store.claim_jobs(worker, settings.batch, settings.lease).await?;
     // The jobs of a batch are independent and mostly wait on the network (a mail
-    // server, a gateway, a subscriber): run a few together, not one after another
-    // — a few, because each may hold a database connection the API also needs.
-    for group in jobs.chunks(JOBS_AT_ONCE) {
+    // server, a gateway, a subscriber): run them together, not one after another.
+    // On SQLite, where writers queue for one lock while holding a connection the
+    // API also needs, only a couple at a time.
+    let at_once = if store.writers_queue() { 2 } else { JOBS_AT_ONCE };
+    for group in jobs.chunks(at_once) {
         let outcomes =
             futures_util::future::join_all(group.iter().map(|job| run_one(store, registry, worker, settings, job))).await;
         outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;

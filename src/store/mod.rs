@@ -183,6 +183,12 @@ impl Store {
         Ok(tx)
     }
 
+    /// Whether write transactions wait for one database-wide lock (SQLite), each
+    /// holding a pooled connection while it waits.
+    pub fn writers_queue(&self) -> bool {
+        self.dialect == Dialect::Sqlite
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
