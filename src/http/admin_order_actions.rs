@@ -19,7 +19,7 @@ use crate::ops::refunds;
 use crate::store::audit::Actor;
 use crate::store::fulfilment::{FulfilmentError, LineQuantity, NewShipment, Return, Shipment};
 use crate::store::orders::Order;
-use crate::store::refunds::{Refund, RefundAsk};
+use crate::store::refunds::{Refund, RefundAsk, Settlement};
 
 /// An order with everything that happened to it after checkout.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -201,6 +201,57 @@ pub async fn create_refund(
     }
     let status = if refund.status == "pending" { StatusCode::ACCEPTED } else { StatusCode::CREATED };
     Ok((status, Json(refund)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundResolution {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRefundInput {
+    /// What the provider's own records say happened.
+    pub outcome: RefundResolution,
+    /// The provider's refund reference, when it succeeded.
+    pub reference: Option<String>,
+    /// Why (kept in the order's history).
+    pub reason: String,
+}
+
+/// Settles a refund stuck `pending` (its provider never said, or it is too old to
+/// ask again safely) as its provider's records show it: `succeeded` adds it to the
+/// order's refunded total, `failed` frees the amount. Only a pending refund.
+#[utoipa::path(post, path = "/v1/admin/orders/{id}/refunds/{refund_id}/resolve", tag = "admin-orders",
+    params(("id" = uuid::Uuid, Path), ("refund_id" = uuid::Uuid, Path)), request_body = ResolveRefundInput,
+    responses((status = 200, body = Refund), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("staff_token" = ["orders:refund"])))]
+pub async fn resolve_refund(
+    staff: Staff<perm::OrdersRefund>,
+    State(state): State<AppState>,
+    PathIds(id, refund_id): PathIds,
+    ApiJson(input): ApiJson<ResolveRefundInput>,
+) -> ApiResult<Json<Refund>> {
+    let reason = input.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid_field("reason", "invalid", "say why, in 1 to 500 characters"));
+    }
+    let ticket =
+        state.store.refund_ticket(refund_id).await?.filter(|t| t.refund.order_id == id).ok_or(ApiError::NotFound("refund"))?;
+    if ticket.refund.status != "pending" {
+        return Err(ApiError::conflict("refund_not_pending", None, format!("this refund is already {}", ticket.refund.status)));
+    }
+    let settlement = match input.outcome {
+        RefundResolution::Succeeded => Settlement::Succeeded {
+            reference: input.reference.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| format!("manual:{refund_id}")),
+        },
+        RefundResolution::Failed => Settlement::Failed { reason: format!("resolved by staff: {reason}") },
+    };
+    let settled = state.store.settle_refund(refund_id, &settlement, &staff.actor()).await.map_err(refunds::refund_error)?;
+    tracing::warn!(refund.id = %refund_id, order.id = %id, staff.id = %staff.id, status = %settled.status, reason, "refund resolved by hand");
+    Ok(Json(settled))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -170,6 +170,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_order_actions::deliver))
         .routes(routes!(admin_order_actions::cancel))
         .routes(routes!(admin_order_actions::create_refund))
+        .routes(routes!(admin_order_actions::resolve_refund))
         .routes(routes!(admin_order_actions::request_return))
         .routes(routes!(admin_order_actions::receive_return))
         .routes(routes!(admin_order_actions::customer_return))

@@ -972,6 +972,55 @@ async fn a_cancel_during_a_capture_waits_and_then_refunds(backend: Backend) {
     owned.finish().await;
 }
 
+/// A refund Stripe left pending and never reported on is settled by staff from
+/// Stripe's records: `failed` frees the amount for another refund.
+async fn staff_settle_a_refund_stuck_pending_from_the_providers_records(backend: Backend) {
+    let shop = Shop::start(backend, |_| {}).await;
+    payment_intents().respond_with(intent("pi_s", "succeeded")).mount(&shop.stripe).await;
+    let placed = shop.checkout("s-1").await.expect(201);
+    let order_id = placed["order"]["id"].as_str().unwrap().to_owned();
+    let total = placed["order"]["grand_total"].as_i64().unwrap();
+    let pending = json!({"id": "re_s", "object": "refund", "amount": total, "status": "pending"});
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pending))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&shop.stripe)
+        .await;
+    let refund = shop.app.refund(&shop.staff, &order_id, "s-r1", total).await.expect(202);
+    let resolve = format!("/v1/admin/orders/{order_id}/refunds/{}/resolve", refund["id"].as_str().unwrap());
+    shop.app.refund(&shop.staff, &order_id, "s-r2", 1).await.problem(422, "validation_failed");
+    let fulfilment = shop.app.token_for(mercato::domain::rbac::Role::Fulfilment).await;
+    shop.app.admin_post(&resolve, &fulfilment, json!({"outcome": "failed", "reason": "x"})).await.problem(403, "forbidden");
+    shop.app
+        .admin_post(&resolve, &shop.staff, json!({"outcome": "failed", "reason": " "}))
+        .await
+        .problem(422, "validation_failed");
+    let failed = shop
+        .app
+        .admin_post(&resolve, &shop.staff, json!({"outcome": "failed", "reason": "Stripe shows it canceled"}))
+        .await
+        .expect(200);
+    assert_eq!(failed["status"], "failed");
+    shop.app
+        .admin_post(&resolve, &shop.staff, json!({"outcome": "succeeded", "reason": "again"}))
+        .await
+        .problem(409, "refund_not_pending");
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "re_s2", "object": "refund", "amount": total, "status": "succeeded"})),
+        )
+        .mount(&shop.stripe)
+        .await;
+    shop.app.refund(&shop.staff, &order_id, "s-r3", total).await.expect(201);
+    let history = shop.app.admin_get(&format!("/v1/admin/orders/{order_id}/history"), &shop.staff).await.expect(200);
+    assert_eq!(history["items"].as_array().unwrap().last().unwrap()["to"], "refunded");
+    shop.finish().await;
+}
+
 on_both_databases_with_stripe!(
     a_stripe_payment_sends_the_documented_form_under_the_order_key,
     a_card_decline_fails_the_order_and_releases_its_stock,
@@ -993,4 +1042,5 @@ on_both_databases_with_stripe!(
     held_payments_are_captured_by_the_first_parcel_and_released_by_a_cancel,
     a_success_answered_after_the_order_expired_is_flagged_for_refund,
     a_cancel_during_a_capture_waits_and_then_refunds,
+    staff_settle_a_refund_stuck_pending_from_the_providers_records,
 );
