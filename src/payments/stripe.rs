@@ -39,12 +39,16 @@ impl StripeProvider {
     }
 
     async fn post(&self, path: &str, idempotency_key: &str, form: &[(&str, String)]) -> Result<(u16, String), ProviderError> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+        self.send(self.client.post(format!("{}{path}", self.base)).header("idempotency-key", idempotency_key).form(form)).await
+    }
+
+    async fn get(&self, path: &str) -> Result<(u16, String), ProviderError> {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), ProviderError> {
+        let response = request
             .bearer_auth(self.secret_key.expose())
-            .header("idempotency-key", idempotency_key)
-            .form(form)
             .send()
             .await
             .map_err(|e| ProviderError::Unavailable(format!("stripe not reached: {}", transport_failure(&e))))?;
@@ -116,7 +120,19 @@ impl PaymentProvider for StripeProvider {
             };
             let path = format!("/v1/payment_intents/{}/{path}", request.payment_reference);
             let (status, body) = self.post(&path, &request.idempotency_key(), &form).await?;
-            map_hold(request.action, status, &body)
+            let outcome = map_hold(request.action, status, &body)?;
+            // Stripe refuses to capture what is already captured (an earlier call
+            // whose answer was lost, past its key's memory): look before calling
+            // it refused.
+            if request.action == HoldAction::Capture
+                && matches!(&outcome, HoldOutcome::Refused { reason } if reason == "payment_intent_unexpected_state")
+            {
+                let (status, body) = self.get(&format!("/v1/payment_intents/{}", request.payment_reference)).await?;
+                if (200..300).contains(&status) && parse::<PaymentIntent>(&body)?.status == IntentStatus::Succeeded {
+                    return Ok(HoldOutcome::Done);
+                }
+            }
+            Ok(outcome)
         })
     }
 }

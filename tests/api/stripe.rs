@@ -1021,6 +1021,36 @@ async fn staff_settle_a_refund_stuck_pending_from_the_providers_records(backend:
     shop.finish().await;
 }
 
+/// A capture Stripe refuses because the payment is already captured (an earlier
+/// call whose answer was lost) is checked against the PaymentIntent: taken, so the
+/// parcel ships.
+async fn a_capture_refused_as_already_done_is_checked_and_ships(backend: Backend) {
+    let shop = Shop::start(backend, |s| s.stripe_capture = StripeCapture::OnShipment).await;
+    payment_intents().respond_with(intent("pi_twice", "requires_capture")).mount(&shop.stripe).await;
+    let unexpected = json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state"}});
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents/pi_twice/capture"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(unexpected))
+        .mount(&shop.stripe)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/payment_intents/pi_twice"))
+        .respond_with(intent("pi_twice", "succeeded"))
+        .mount(&shop.stripe)
+        .await;
+    let order_id = shop.checkout("t-1").await.expect(201)["order"]["id"].as_str().unwrap().to_owned();
+    shop.app
+        .admin_post(
+            &format!("/v1/admin/orders/{order_id}/shipments"),
+            &shop.staff,
+            json!({"carrier": "DHL", "tracking_number": "9"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(shop.app.store.payment_of(order_id.parse().unwrap()).await.unwrap().unwrap().status, "succeeded");
+    shop.finish().await;
+}
+
 on_both_databases_with_stripe!(
     a_stripe_payment_sends_the_documented_form_under_the_order_key,
     a_card_decline_fails_the_order_and_releases_its_stock,
@@ -1043,4 +1073,5 @@ on_both_databases_with_stripe!(
     a_success_answered_after_the_order_expired_is_flagged_for_refund,
     a_cancel_during_a_capture_waits_and_then_refunds,
     staff_settle_a_refund_stuck_pending_from_the_providers_records,
+    a_capture_refused_as_already_done_is_checked_and_ships,
 );
