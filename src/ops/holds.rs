@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobFuture, JobHandler};
 use crate::payments::{HoldAction, HoldOutcome, HoldRequest, PaymentProvider, ProviderError};
 use crate::store::jobs::Job;
-use crate::store::orders::CaptureStart;
+use crate::store::payments::CaptureStart;
 use crate::store::{Store, StoreResult};
 
 pub use crate::store::payments::VOID_JOB;
@@ -82,7 +82,7 @@ pub async fn void_if_held(store: &Store, providers: &[Arc<dyn PaymentProvider>],
         action: HoldAction::Void,
     };
     match provider.finish_hold(&request).await {
-        Ok(HoldOutcome::Done) => store.settle_hold(order_id, "voided").await.map_err(|e| e.to_string()),
+        Ok(HoldOutcome::Done) => store.release_hold(order_id).await.map_err(|e| e.to_string()),
         Ok(HoldOutcome::Refused { reason }) => {
             tracing::error!(order.id = %order_id, reason = %reason, "the provider refused to release a hold; refund_required");
             store.hold_release_refused(order_id).await.map_err(|e| e.to_string())

@@ -5,8 +5,10 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::orders::{insert_outbox, lock_order};
 use super::rows::{id, int, opt_text, text};
 use super::{Store, StoreError, StoreResult, new_id, now};
+use crate::domain::order_status::OrderStatus;
 
 /// The job that releases a cancelled order's held payment.
 pub const VOID_JOB: &str = "payment.void";
@@ -129,14 +131,91 @@ impl Store {
         row.map(|r| id(&r, "order_id")).transpose()
     }
 
-    /// A held payment was taken (`succeeded`) or released (`voided`).
-    pub async fn settle_hold(&self, order_id: Uuid, to: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = 'authorized'")
-            .bind(to)
+    /// A held payment was released.
+    pub async fn release_hold(&self, order_id: Uuid) -> StoreResult<()> {
+        sqlx::query("UPDATE payments SET status = 'voided', updated_at = $1 WHERE order_id = $2 AND status = 'authorized'")
             .bind(now())
             .bind(order_id.to_string())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
+
+    /// A held payment's release was refused (it may have been taken after all):
+    /// a person must look, so the payment is `refund_required`, announced once.
+    pub async fn hold_release_refused(&self, order_id: Uuid) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE payments SET status = 'refund_required', updated_at = $1 WHERE order_id = $2 AND status = 'authorized'",
+        )
+        .bind(now())
+        .bind(order_id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            insert_outbox(
+                &mut tx,
+                "payment.refund_required",
+                serde_json::json!({"order_id": order_id, "reason": "hold release refused"}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a held payment `capturing` under the order's lock, if the order may
+    /// still ship: a cancel (which takes the same lock) then waits for the
+    /// capture's outcome instead of releasing a hold being taken.
+    pub async fn begin_capture(&self, order_id: Uuid) -> StoreResult<CaptureStart> {
+        let mut tx = self.begin().await?;
+        let order = lock_order(&mut tx, self.dialect, order_id).await?;
+        let payment = sqlx::query("SELECT provider, provider_ref, amount, status FROM payments WHERE order_id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(payment) = payment else { return Ok(CaptureStart::NotHeld) };
+        let start = match text(&payment, "status")?.as_str() {
+            "capturing" => CaptureStart::InProgress,
+            "authorized" if matches!(order.status, OrderStatus::Paid | OrderStatus::Fulfilling) => {
+                sqlx::query("UPDATE payments SET status = 'capturing', updated_at = $1 WHERE order_id = $2")
+                    .bind(now())
+                    .bind(order_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                CaptureStart::Started {
+                    provider: text(&payment, "provider")?,
+                    reference: opt_text(&payment, "provider_ref")?.unwrap_or_default(),
+                    amount: int(&payment, "amount")?,
+                }
+            }
+            _ => CaptureStart::NotHeld,
+        };
+        tx.commit().await?;
+        Ok(start)
+    }
+
+    /// The capture's outcome: taken (`succeeded`), or still held (`authorized`:
+    /// refused or unknown, to be tried again under the same key).
+    pub async fn finish_capture(&self, order_id: Uuid, captured: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE order_id = $3 AND status = 'capturing'")
+            .bind(if captured { "succeeded" } else { "authorized" })
+            .bind(now())
+            .bind(order_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Whether a shipment must first take a held payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureStart {
+    /// Nothing held (money already taken, or never held).
+    NotHeld,
+    /// Another request is taking it now.
+    InProgress,
+    /// This request takes it.
+    Started { provider: String, reference: String, amount: i64 },
 }
