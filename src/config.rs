@@ -22,6 +22,11 @@ pub struct Settings {
     /// `postgres://...` or `sqlite://...`; the SQLite file under `data_dir` when absent.
     pub database_url: Option<String>,
     pub database_max_connections: u32,
+    /// `redis://host:port` (`REDIS_URL`): instances share what they know about
+    /// sold-out variants through it.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so shops (or tests) can share a server.
+    pub redis_prefix: String,
     /// HMAC secret for access tokens. Generated and kept in `data_dir` in the embedded mode.
     pub jwt_secret: Option<String>,
     pub access_token_ttl_secs: u64,
@@ -151,6 +156,8 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_max_connections: 16,
+            redis_url: None,
+            redis_prefix: "mercato:".into(),
             jwt_secret: None,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
@@ -205,13 +212,13 @@ pub enum ConfigError {
 
 impl Settings {
     /// Defaults, then `mercato.toml` (or the file in `MERCATO_CONFIG`), then `MERCATO_*`
-    /// variables, `DATABASE_URL`, `SMTP_URL` and the `STRIPE_*` secrets (named as Stripe's docs name them).
+    /// variables, `DATABASE_URL`, `REDIS_URL`, `SMTP_URL` and the `STRIPE_*` secrets (named as Stripe's docs name them).
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("MERCATO_CONFIG").unwrap_or_else(|_| "mercato.toml".into());
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
             .merge(Env::prefixed("MERCATO_"))
-            .merge(Env::raw().only(&["DATABASE_URL", "SMTP_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]))
+            .merge(Env::raw().only(&["DATABASE_URL", "REDIS_URL", "SMTP_URL", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"]))
             .extract::<Settings>()
             .map_err(|e| ConfigError::Parse(Box::new(e)))
     }

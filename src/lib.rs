@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod payments;
+pub mod sold_out;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

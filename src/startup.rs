@@ -24,6 +24,9 @@ use crate::payments::stripe::StripeProvider;
 use crate::payments::test_provider::TestProvider;
 use crate::store::Store;
 
+/// Order batches placed in parallel on PostgreSQL (see `ops::order_batches`).
+const ORDER_LANES: usize = 4;
+
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
@@ -45,6 +48,17 @@ impl Application {
     }
 
     pub async fn build_with_store(settings: &Settings, store: Store) -> anyhow::Result<Self> {
+        let store = match &settings.redis_url {
+            Some(url) => {
+                let redis = crate::sold_out::RedisSoldOut::connect(url, &settings.redis_prefix)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reach Redis at REDIS_URL: {e}"))?;
+                let sold_out = Arc::new(crate::sold_out::SoldOut::with_redis(redis));
+                sold_out.follow();
+                store.with_sold_out(sold_out)
+            }
+            None => store,
+        };
         let secret = settings.resolve_jwt_secret()?;
         let test_secret = settings.resolve_test_payment_secret()?;
         let default_currency = Currency::parse(&settings.default_currency)?;
@@ -74,6 +88,7 @@ impl Application {
             metrics: crate::metrics::handle()?,
             shop: Arc::new(shop),
             providers: providers.clone(),
+            order_batches: crate::ops::order_batches::OrderBatches::new(store.clone(), ORDER_LANES),
         };
         let limiter = Arc::new(InProcessLimiter::new(settings));
         spawn_limiter_cleanup(limiter.clone());
@@ -161,6 +176,7 @@ pub fn job_registry(
         .with(crate::ops::refunds::EXECUTE_JOB, Arc::new(crate::ops::refunds::ExecuteRefund { providers: providers.clone() }))
         .with(crate::store::webhooks::DELIVER_JOB, Arc::new(crate::ops::webhooks::Deliver::new(Duration::from_secs(10))))
         .with(crate::ops::holds::VOID_JOB, Arc::new(crate::ops::holds::VoidHold { providers: providers.clone() }))
+        .with(crate::store::inventory::SETTLE_SALES_JOB, Arc::new(crate::ops::stock::SettleSales))
         .with(jobs::retry_payment::KIND, Arc::new(jobs::retry_payment::RetryPaymentHandler::new(providers.clone())));
     Ok(housekeeping::register(crate::ops::events::register(registry)))
 }

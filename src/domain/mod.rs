@@ -2,6 +2,7 @@
 //! so every rule can be unit- and property-tested in isolation.
 
 pub mod address;
+pub mod allocation;
 pub mod backoff;
 pub mod catalog;
 pub mod category_tree;

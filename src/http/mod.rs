@@ -58,6 +58,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub shop: Arc<Shop>,
     pub providers: Arc<[Arc<dyn PaymentProvider>]>,
+    pub order_batches: crate::ops::order_batches::OrderBatches,
 }
 
 /// Shop-wide settings the storefront handlers need.
@@ -83,6 +84,7 @@ impl AppState {
     pub fn checkout_context(&self) -> CheckoutContext<'_> {
         CheckoutContext {
             store: &self.store,
+            batches: &self.order_batches,
             providers: &self.providers,
             carts: self.shop.carts,
             reservation_ttl: self.shop.reservation_ttl,

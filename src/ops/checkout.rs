@@ -77,6 +77,8 @@ pub struct CheckoutAnswer {
 
 pub struct CheckoutContext<'a> {
     pub store: &'a Store,
+    /// Places orders, concurrent ones together.
+    pub batches: &'a crate::ops::order_batches::OrderBatches,
     pub providers: &'a [Arc<dyn PaymentProvider>],
     pub carts: CartSettings,
     pub reservation_ttl: Duration,
@@ -108,6 +110,9 @@ pub async fn checkout(
     // Ownership first: nobody may replay someone else's answer.
     let cart = carts::authorize(ctx.store, cart_id, shopper).await?;
     let scope = format!("checkout:{}", cart.id);
+    if let Some(refusal) = known_sold_out(ctx.store, &cart, &scope, &key).await? {
+        return Err(refusal);
+    }
     let claim = ctx.store.claim_idempotency_key(&scope, &key, &request_hash(body)).await?;
     let resumed = match claim {
         Claim::Replay { status, body } => return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)),
@@ -151,6 +156,48 @@ pub async fn checkout(
             Ok((status, text))
         }
     }
+}
+
+/// After a flash sale's last unit, most buyers are answered here: when the
+/// sold-out memory knows a variant of this cart is gone, the answer is the
+/// `out_of_stock` the database would give, after one read and without a
+/// transaction. The refusal is not stored under the key (nothing happened; a retry
+/// asks again). A key used before, or a cart no longer open, takes the full path,
+/// so replays stay exact.
+async fn known_sold_out(
+    store: &Store,
+    cart: &crate::store::carts::CartRecord,
+    scope: &str,
+    key: &str,
+) -> ApiResult<Option<ApiError>> {
+    let memory = store.sold_out();
+    if cart.status != crate::store::carts::CartStatus::Open || !memory.any() {
+        return Ok(None);
+    }
+    let probe = store.checkout_probe(cart.id, scope, key).await?;
+    if probe.key_used {
+        return Ok(None);
+    }
+    let errors: Vec<FieldError> = probe
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| memory.is_sold_out(l.variant_id))
+        .map(|(i, l)| FieldError {
+            field: format!("items[{i}]"),
+            code: "out_of_stock".into(),
+            message: format!("{}: {} requested, 0 available", l.sku, l.quantity),
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(None);
+    }
+    metrics::counter!("mercato_checkout_sold_out_answers_total").increment(1);
+    Ok(Some(ApiError::Conflict {
+        code: "out_of_stock",
+        detail: "some items are not in stock in the quantity asked".into(),
+        errors,
+    }))
 }
 
 /// SHA-256 of the body's canonical JSON (keys sorted), so a client that
@@ -287,7 +334,8 @@ async fn place_and_pay(
         lines,
     };
     let actor = shopper_actor(shopper);
-    match ctx.store.place_order(&new_order, (scope, key), &actor).await? {
+    let new_order = Arc::new(new_order);
+    match ctx.batches.place(new_order.clone(), (scope, key), &actor).await? {
         Placed::Order => pay(ctx, order_id, body).await,
         Placed::CartClosed => Err(ApiError::conflict("cart_closed", None, "this cart was checked out by another request")),
         Placed::CartChanged => Err(ApiError::conflict(

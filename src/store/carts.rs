@@ -69,6 +69,19 @@ fn cart_row(r: &sqlx::any::AnyRow) -> StoreResult<CartRecord> {
     })
 }
 
+#[derive(Debug, Default)]
+pub struct CheckoutProbe {
+    pub lines: Vec<ProbeLine>,
+    pub key_used: bool,
+}
+
+#[derive(Debug)]
+pub struct ProbeLine {
+    pub variant_id: Uuid,
+    pub sku: String,
+    pub quantity: i64,
+}
+
 const SELECT_CART: &str = "SELECT id, customer_id, token_hash, currency, status, expires_at, updated_at FROM carts";
 
 impl Store {
@@ -115,6 +128,28 @@ impl Store {
         let mut q = super::SqlBuilder::new(SELECT_CART);
         q.push(" WHERE customer_id = ").bind(customer_id.to_string()).push(" AND status = 'open' ORDER BY id DESC LIMIT 1");
         q.build().fetch_optional(&self.pool).await?.as_ref().map(cart_row).transpose()
+    }
+
+    /// What checkout's sold-out shortcut needs, in one read: the cart's lines (in
+    /// the order checkout numbers them) and whether the Idempotency-Key was used.
+    pub async fn checkout_probe(&self, cart_id: Uuid, scope: &str, key: &str) -> StoreResult<CheckoutProbe> {
+        let rows = sqlx::query(
+            "SELECT ci.variant_id, v.sku, ci.quantity,
+                    (SELECT COUNT(*) FROM idempotency_keys WHERE scope = $2 AND idem_key = $3) AS key_used
+             FROM cart_items ci JOIN variants v ON v.id = ci.variant_id
+             WHERE ci.cart_id = $1 ORDER BY ci.id",
+        )
+        .bind(cart_id.to_string())
+        .bind(scope)
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut probe = CheckoutProbe::default();
+        for r in &rows {
+            probe.key_used |= int(r, "key_used")? > 0;
+            probe.lines.push(ProbeLine { variant_id: id(r, "variant_id")?, sku: text(r, "sku")?, quantity: int(r, "quantity")? });
+        }
+        Ok(probe)
     }
 
     pub async fn cart_lines(&self, cart: &CartRecord) -> StoreResult<Vec<CartLine>> {

@@ -234,6 +234,9 @@ impl Store {
             actor,
         )
         .await?;
+        if delta > 0 {
+            tx.stock_returned(Uuid::parse_str(&variant_id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
         tx.commit().await?;
         self.stock_level(sku).await?.ok_or(InventoryError::UnknownSku)
     }
@@ -463,10 +466,34 @@ pub async fn reserve(
     Ok(shortages)
 }
 
-/// Settles an order's held reservations: `commit` turns them into a decrement of
-/// on-hand stock (the goods are sold), otherwise they go back to available stock.
+/// The job that takes sold goods off on-hand stock (see [`settle_reservations`]).
+pub const SETTLE_SALES_JOB: &str = "stock.settle_sales";
+
+/// Settles an order's held reservations. Released ones go back to available
+/// stock at once. Sold ones (`commit`) become `sold`: available stock is already
+/// right (`on_hand - reserved` does not change when a sale takes a unit off both),
+/// so taking them off on-hand waits for a `stock.settle_sales` job, which folds
+/// all sales of a variant into one update. Under a flash sale that keeps the
+/// paying buyers off the hot stock row; the ledger records the sale when it is
+/// folded, so levels and ledger agree at every moment.
 pub async fn settle_reservations(tx: &mut Tx, order_id: Uuid, commit: bool, reason: &str, actor: &Actor) -> StoreResult<()> {
     let order = order_id.to_string();
+    if commit {
+        let sold =
+            sqlx::query("UPDATE reservations SET status = 'sold' WHERE order_id = $1 AND status = 'held' RETURNING variant_id")
+                .bind(order.as_str())
+                .fetch_all(&mut **tx)
+                .await?;
+        let mut variants = Vec::with_capacity(sold.len());
+        for r in &sold {
+            variants.push(text(r, "variant_id")?);
+        }
+        if !variants.is_empty() {
+            variants.sort();
+            super::jobs::enqueue(tx, SETTLE_SALES_JOB, serde_json::json!({ "variant_ids": variants })).await?;
+        }
+        return Ok(());
+    }
     let held = sqlx::query(
         "SELECT id, variant_id, location_id, quantity FROM reservations WHERE order_id = $1 AND status = 'held' ORDER BY variant_id",
     )
@@ -475,29 +502,121 @@ pub async fn settle_reservations(tx: &mut Tx, order_id: Uuid, commit: bool, reas
     .await?;
     for r in &held {
         let (variant, location, quantity) = (text(r, "variant_id")?, text(r, "location_id")?, int(r, "quantity")?);
-        let sql = if commit {
-            "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3"
-        } else {
-            "UPDATE stock_levels SET reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3"
-        };
-        sqlx::query(sql).bind(quantity).bind(variant.as_str()).bind(location.as_str()).execute(&mut **tx).await?;
-        sqlx::query("UPDATE reservations SET status = $1 WHERE id = $2")
-            .bind(if commit { "committed" } else { "released" })
-            .bind(text(r, "id")?)
+        sqlx::query("UPDATE stock_levels SET reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3")
+            .bind(quantity)
+            .bind(variant.as_str())
+            .bind(location.as_str())
             .execute(&mut **tx)
             .await?;
+        sqlx::query("UPDATE reservations SET status = 'released' WHERE id = $1").bind(text(r, "id")?).execute(&mut **tx).await?;
         let m = Movement {
             variant_id: &variant,
             location_id: &location,
-            kind: if commit { "sale" } else { "release" },
-            delta_on_hand: if commit { -quantity } else { 0 },
+            kind: "release",
+            delta_on_hand: 0,
             delta_reserved: -quantity,
             reason,
             order_id: Some(&order),
         };
         record_movement(tx, m, actor).await?;
+        tx.stock_returned(id(r, "variant_id")?);
     }
     Ok(())
+}
+
+/// Whose sold reservations to fold.
+pub enum Sales<'a> {
+    OfVariant(&'a str),
+    OfOrder(&'a str),
+}
+
+/// Takes sold reservations off on-hand stock: one update per stock row, one
+/// ledger movement per reservation. Returns how many reservations it folded.
+pub async fn fold_sales(tx: &mut Tx, which: Sales<'_>) -> StoreResult<usize> {
+    let (sql, key) = match which {
+        Sales::OfVariant(v) => (
+            "UPDATE reservations SET status = 'committed' WHERE variant_id = $1 AND status = 'sold'
+             RETURNING order_id, variant_id, location_id, quantity",
+            v,
+        ),
+        Sales::OfOrder(o) => (
+            "UPDATE reservations SET status = 'committed' WHERE order_id = $1 AND status = 'sold'
+             RETURNING order_id, variant_id, location_id, quantity",
+            o,
+        ),
+    };
+    let rows = sqlx::query(sql).bind(key).fetch_all(&mut **tx).await?;
+    let mut per_row: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+    let mut movements = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let (order, variant, location, quantity) =
+            (text(r, "order_id")?, text(r, "variant_id")?, text(r, "location_id")?, int(r, "quantity")?);
+        *per_row.entry((variant.clone(), location.clone())).or_insert(0) += quantity;
+        movements.push((order, variant, location, quantity));
+    }
+    for ((variant, location), quantity) in &per_row {
+        sqlx::query(
+            "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3",
+        )
+        .bind(*quantity)
+        .bind(variant.as_str())
+        .bind(location.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let system = Actor { kind: "system", id: None, request_id: None };
+    for chunk in movements.chunks(500) {
+        let mut q = SqlBuilder::new(
+            "INSERT INTO stock_movements
+                (id, variant_id, location_id, kind, delta_on_hand, delta_reserved, reason, order_id, actor_type, actor_id, created_at)
+             VALUES ",
+        );
+        let ts = now();
+        q.bind_rows(chunk.iter().map(|(order, variant, location, quantity)| {
+            vec![
+                new_id().to_string().into(),
+                variant.as_str().into(),
+                location.as_str().into(),
+                "sale".into(),
+                (-quantity).into(),
+                (-quantity).into(),
+                "paid".into(),
+                order.as_str().into(),
+                system.kind.into(),
+                super::Arg::OptText(None),
+                ts.as_str().into(),
+            ]
+        }));
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(rows.len())
+}
+
+impl Store {
+    /// Folds the sold reservations of `variant_ids` into their stock rows (the
+    /// `stock.settle_sales` job). Several jobs for one variant are harmless: the
+    /// first folds everything, the others find nothing left.
+    pub async fn settle_sales(&self, variant_ids: &[String]) -> StoreResult<usize> {
+        let mut tx = self.begin().await?;
+        let mut folded = 0;
+        for v in variant_ids {
+            folded += fold_sales(&mut tx, Sales::OfVariant(v)).await?;
+        }
+        tx.commit().await?;
+        Ok(folded)
+    }
+
+    /// Folds every sale not yet taken off on-hand stock (tests, reports).
+    pub async fn settle_all_sales(&self) -> StoreResult<usize> {
+        let rows =
+            sqlx::query("SELECT DISTINCT variant_id FROM reservations WHERE status = 'sold'").fetch_all(&self.pool).await?;
+        let mut variants = Vec::with_capacity(rows.len());
+        for r in &rows {
+            variants.push(text(r, "variant_id")?);
+        }
+        variants.sort();
+        self.settle_sales(&variants).await
+    }
 }
 
 /// Puts sold goods of an order back on hand, where they were taken from: all of
@@ -511,6 +630,8 @@ pub async fn restock_order(
     actor: &Actor,
 ) -> StoreResult<()> {
     let order = order_id.to_string();
+    // Sales not yet folded are taken off on-hand first, so what follows sees them.
+    fold_sales(tx, Sales::OfOrder(&order)).await?;
     let committed = sqlx::query(
         "SELECT variant_id, location_id, quantity FROM reservations WHERE order_id = $1 AND status = 'committed' ORDER BY variant_id",
     )
@@ -545,6 +666,7 @@ pub async fn restock_order(
             order_id: Some(&order),
         };
         record_movement(tx, m, actor).await?;
+        tx.stock_returned(Uuid::parse_str(variant).map_err(|e| StoreError::Corrupt(e.to_string()))?);
     }
     Ok(())
 }

@@ -95,6 +95,31 @@ pub async fn enqueue_after(tx: &mut Tx, kind: &str, payload: serde_json::Value, 
     Ok(job_id)
 }
 
+/// Enqueues many jobs due now inside the caller's transaction, 200 per statement.
+pub async fn enqueue_many_in(tx: &mut Tx, jobs: &[(&str, serde_json::Value)]) -> StoreResult<()> {
+    let ts = now();
+    for chunk in jobs.chunks(200) {
+        let mut q = SqlBuilder::new(
+            "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at) VALUES ",
+        );
+        q.bind_rows(chunk.iter().map(|(kind, payload)| {
+            vec![
+                super::Arg::from(new_id().to_string()),
+                (*kind).into(),
+                payload.to_string().into(),
+                "queued".into(),
+                0i64.into(),
+                max_attempts(kind).into(),
+                ts.as_str().into(),
+                ts.as_str().into(),
+                ts.as_str().into(),
+            ]
+        }));
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 const JOB_COLUMNS: &str = "id, kind, payload, status, attempts, max_attempts, run_at, last_error, created_at, finished_at";
 
 fn job_row(r: &sqlx::any::AnyRow) -> StoreResult<Job> {
@@ -136,26 +161,10 @@ impl Store {
     /// Enqueues many jobs of one kind at once (multi-row inserts), e.g. for a
     /// queue benchmark or a backfill.
     pub async fn enqueue_many(&self, kind: &str, payloads: &[serde_json::Value]) -> StoreResult<()> {
-        let ts = now();
-        for chunk in payloads.chunks(200) {
-            let mut q = SqlBuilder::new(
-                "INSERT INTO jobs (id, kind, payload, status, attempts, max_attempts, run_at, created_at, updated_at) VALUES ",
-            );
-            q.bind_rows(chunk.iter().map(|p| {
-                vec![
-                    super::Arg::from(new_id().to_string()),
-                    kind.into(),
-                    p.to_string().into(),
-                    "queued".into(),
-                    0i64.into(),
-                    max_attempts(kind).into(),
-                    ts.as_str().into(),
-                    ts.as_str().into(),
-                    ts.as_str().into(),
-                ]
-            }));
-            q.build().execute(&self.pool).await?;
-        }
+        let mut tx = self.begin().await?;
+        let jobs: Vec<(&str, serde_json::Value)> = payloads.iter().map(|p| (kind, p.clone())).collect();
+        enqueue_many_in(&mut tx, &jobs).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub mod notifications;
 pub mod orders;
 pub mod password_resets;
 pub mod payments;
+pub mod placement;
 pub mod rates;
 pub mod refunds;
 pub mod rows;
@@ -27,13 +28,59 @@ pub mod staff;
 pub mod webhooks;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::AnyConnection;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+use uuid::Uuid;
 
-pub type Tx = Transaction<'static, Any>;
+use crate::sold_out::SoldOut;
+
+/// A write transaction. It derefs to the connection (`&mut **tx` / `&mut *tx`
+/// as an executor) and remembers the variants whose stock it gave back, so that
+/// once it has committed the sold-out memory forgets them.
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+    stock_returned: Vec<Uuid>,
+    sold_out: Arc<SoldOut>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        if !self.stock_returned.is_empty() {
+            self.sold_out.forget(&self.stock_returned).await;
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+
+    /// Stock of `variant` becomes available again when this transaction commits.
+    pub(crate) fn stock_returned(&mut self, variant: Uuid) {
+        if !self.stock_returned.contains(&variant) {
+            self.stock_returned.push(variant);
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -100,6 +147,7 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    sold_out: Arc<SoldOut>,
 }
 
 macro_rules! migrations {
@@ -128,6 +176,7 @@ migrations! {
     5 => "0005_jobs",
     6 => "0006_order_lifecycle",
     7 => "0007_notifications",
+    8 => "0008_batched_reservations",
 }
 
 impl Store {
@@ -157,7 +206,22 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Self { pool, dialect })
+        Ok(Self { pool, dialect, sold_out: Arc::new(SoldOut::in_process()) })
+    }
+
+    /// Shares `sold_out` (for example one backed by Redis) instead of this
+    /// store's own in-process memory.
+    pub fn with_sold_out(mut self, sold_out: Arc<SoldOut>) -> Self {
+        self.sold_out = sold_out;
+        self
+    }
+
+    pub fn sold_out(&self) -> &Arc<SoldOut> {
+        &self.sold_out
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -176,11 +240,11 @@ impl Store {
     /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// SQLITE_BUSY regardless of the busy timeout.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        let tx = match self.dialect {
+        let inner = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         };
-        Ok(tx)
+        Ok(Tx { inner, stock_returned: Vec::new(), sold_out: self.sold_out.clone() })
     }
 
     /// Whether write transactions wait for one database-wide lock (SQLite), each

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::audit::Actor;
 use super::inventory::{self, Shortage};
-use super::rows::{id, int, json, opt_id, opt_text, text, to_json};
+use super::rows::{id, int, json, opt_id, opt_text, text};
 use super::{SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
 use crate::domain::address::Address;
 use crate::domain::order_status::{OrderEvent, OrderStatus, RefundStatus, TransitionError, refund_status, transition};
@@ -279,92 +279,6 @@ pub(super) async fn apply_transition(
 }
 
 impl Store {
-    /// The synchronous part of checkout, as one short transaction: close the cart,
-    /// write the order and its lines, reserve every line, write the first history
-    /// row, the `order.placed` outbox event and the idempotency record's link to
-    /// the order. A shortage rolls everything back.
-    pub async fn place_order(&self, o: &NewOrder, idempotency: (&str, &str), actor: &Actor) -> StoreResult<Placed> {
-        let mut tx = self.begin().await?;
-        let closed = sqlx::query(
-            "UPDATE carts SET status = 'checked_out', updated_at = $1 WHERE id = $2 AND status = 'open' AND updated_at = $3",
-        )
-        .bind(now())
-        .bind(o.cart_id.to_string())
-        .bind(o.cart_seen.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if closed == 0 {
-            let row =
-                sqlx::query("SELECT status FROM carts WHERE id = $1").bind(o.cart_id.to_string()).fetch_one(&mut *tx).await?;
-            return Ok(if text(&row, "status")? == "open" { Placed::CartChanged } else { Placed::CartClosed });
-        }
-        let ts = now();
-        sqlx::query(
-            "INSERT INTO orders (id, number, customer_id, cart_id, email, status, currency, tax_mode, subtotal, shipping_total,
-                tax_total, grand_total, shipping_option_id, shipping_address, billing_address, access_token_hash, reserved_until,
-                created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
-        )
-        .bind(o.id.to_string())
-        .bind(o.number.as_str())
-        .bind(o.customer_id.map(|c| c.to_string()))
-        .bind(o.cart_id.to_string())
-        .bind(o.email.as_str())
-        .bind(OrderStatus::PendingPayment.as_str())
-        .bind(o.currency.as_str())
-        .bind(o.tax_mode)
-        .bind(o.subtotal)
-        .bind(o.shipping_total)
-        .bind(o.tax_total)
-        .bind(o.grand_total)
-        .bind(o.shipping_option_id.map(|s| s.to_string()))
-        .bind(to_json(&o.shipping_address))
-        .bind(to_json(&o.billing_address))
-        .bind(o.access_token_hash.as_str())
-        .bind(o.reserved_until.as_str())
-        .bind(ts.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from_db)?;
-        for l in &o.lines {
-            sqlx::query(
-                "INSERT INTO order_lines (id, order_id, variant_id, sku, title, options, quantity, unit_price, line_total, tax)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(new_id().to_string())
-            .bind(o.id.to_string())
-            .bind(l.variant_id.to_string())
-            .bind(l.sku.as_str())
-            .bind(l.title.as_str())
-            .bind(to_json(&l.options))
-            .bind(l.quantity)
-            .bind(l.unit_price)
-            .bind(l.line_total)
-            .bind(l.tax)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // Stock rows are the contended ones: lock them last, so they are held only
-        // for the rest of this short transaction.
-        let lines: Vec<(Uuid, i64)> = o.lines.iter().map(|l| (l.variant_id, l.quantity)).collect();
-        let shortages = inventory::reserve(&mut tx, o.id, &lines, &o.reserved_until, actor).await?;
-        if !shortages.is_empty() {
-            tx.rollback().await?;
-            return Ok(Placed::OutOfStock(shortages));
-        }
-        record_event(&mut tx, o.id, None, OrderStatus::PendingPayment, actor, "checkout").await?;
-        insert_outbox(&mut tx, "order.placed", serde_json::json!({"order_id": o.id, "number": o.number})).await?;
-        sqlx::query("UPDATE idempotency_keys SET order_id = $1 WHERE scope = $2 AND idem_key = $3")
-            .bind(o.id.to_string())
-            .bind(idempotency.0)
-            .bind(idempotency.1)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Placed::Order)
-    }
-
     pub async fn order(&self, order_id: Uuid) -> StoreResult<Option<Order>> {
         Ok(self.order_with_token_hash(order_id).await?.map(|(o, _)| o))
     }

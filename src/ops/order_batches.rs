@@ -1,0 +1,146 @@
+//! Group commit for checkout: concurrent checkouts are placed together, one
+//! transaction and one commit for the lot ([`Store::place_orders`]), each request
+//! still answered on its own.
+//!
+//! A lane places one batch at a time. While it is busy, new checkouts queue; when
+//! it finishes, everything queued (up to [`MAX_BATCH`]) goes in the next batch.
+//! So a quiet shop places each order at once, alone, and a busy one batches
+//! exactly as much as the load asks for: a batch closes when the one before it
+//! has committed (a few milliseconds) or when it is full. Orders are spread over
+//! lanes by their first variant, so every buyer of a hot variant meets in one lane
+//! while unrelated orders are placed in parallel. Across processes, batches of
+//! the same variant serialise on its stock row lock, which is what keeps them correct.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::store::audit::Actor;
+use crate::store::orders::{NewOrder, Placed};
+use crate::store::placement::Placement;
+use crate::store::{Store, StoreError, StoreResult};
+
+/// The most orders one transaction places.
+pub const MAX_BATCH: usize = 128;
+
+struct Waiting {
+    order: Arc<NewOrder>,
+    scope: String,
+    key: String,
+    actor: Actor,
+    answer: oneshot::Sender<StoreResult<Placed>>,
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: Mutex<Vec<Waiting>>,
+    busy: AtomicBool,
+}
+
+/// Resets a lane whose batch panicked, so it does not stay busy forever.
+struct PanicGuard<'a>(&'a AtomicBool);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct OrderBatches {
+    store: Store,
+    lanes: Arc<Vec<Lane>>,
+}
+
+impl OrderBatches {
+    /// One lane on SQLite, where every write transaction takes the same lock;
+    /// `lanes` on PostgreSQL.
+    pub fn new(store: Store, lanes: usize) -> Self {
+        let lanes = if store.writers_queue() { 1 } else { lanes.max(1) };
+        Self { store, lanes: Arc::new((0..lanes).map(|_| Lane::default()).collect()) }
+    }
+
+    /// Places `order` in the next batch of its lane and waits for its outcome.
+    pub async fn place(&self, order: Arc<NewOrder>, idempotency: (&str, &str), actor: &Actor) -> StoreResult<Placed> {
+        let first = order.lines.iter().map(|l| l.variant_id).min().unwrap_or_default();
+        let lane = (first.as_u128() % self.lanes.len() as u128) as usize;
+        let (answer, outcome) = oneshot::channel();
+        let waiting =
+            Waiting { order, scope: idempotency.0.to_owned(), key: idempotency.1.to_owned(), actor: actor.clone(), answer };
+        lock(&self.lanes[lane].queue).push(waiting);
+        if !self.lanes[lane].busy.swap(true, Ordering::SeqCst) {
+            // The batch runs in its own task: a buyer who hangs up must not take
+            // the other buyers' orders down with their request.
+            let this = self.clone();
+            tokio::spawn(async move { this.drain(lane).await });
+        }
+        outcome.await.unwrap_or_else(|_| Err(StoreError::Corrupt("the order batch stopped before answering".into())))
+    }
+
+    async fn drain(&self, lane: usize) {
+        let lane = &self.lanes[lane];
+        let _guard = PanicGuard(&lane.busy);
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut queue = lock(&lane.queue);
+                let n = queue.len().min(MAX_BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                lane.busy.store(false, Ordering::SeqCst);
+                // A checkout queued between the look and the store above found the
+                // lane busy and left its order to us.
+                if lock(&lane.queue).is_empty() || lane.busy.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            self.run(batch).await;
+        }
+    }
+
+    async fn run(&self, batch: Vec<Waiting>) {
+        metrics::histogram!("mercato_order_batch_size").record(batch.len() as f64);
+        let variants: Vec<Uuid> =
+            batch.iter().flat_map(|w| w.order.lines.iter().map(|l| l.variant_id)).collect::<BTreeSet<_>>().into_iter().collect();
+        let sold_out = self.store.sold_out();
+        let seen = sold_out.generations(&variants).await;
+        let placements: Vec<Placement<'_>> =
+            batch.iter().map(|w| Placement { order: &w.order, idempotency: (&w.scope, &w.key), actor: &w.actor }).collect();
+        match self.store.place_orders(&placements).await {
+            Ok(done) => {
+                drop(placements);
+                sold_out.mark(&seen, &done.sold_out).await;
+                for (w, placed) in batch.into_iter().zip(done.placed) {
+                    let _ = w.answer.send(Ok(placed));
+                }
+            }
+            Err(e) if batch.len() > 1 => {
+                // One bad order (or a deadlock) must not fail the others: place
+                // each alone.
+                tracing::warn!(error = %e, orders = batch.len(), "order batch failed; placing its orders one by one");
+                drop(placements);
+                for w in batch {
+                    let one = [Placement { order: &w.order, idempotency: (&w.scope, &w.key), actor: &w.actor }];
+                    let placed = self.store.place_orders(&one).await.map(|mut d| d.placed.remove(0));
+                    let _ = w.answer.send(placed);
+                }
+            }
+            Err(e) => {
+                drop(placements);
+                if let Some(w) = batch.into_iter().next() {
+                    let _ = w.answer.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
