@@ -84,6 +84,11 @@ impl SoldOut {
         }
     }
 
+    /// The Redis key prefix, when backed by Redis.
+    pub fn redis_prefix(&self) -> Option<&str> {
+        self.redis.as_ref().map(|r| r.prefix())
+    }
+
     /// Whether any variant is flagged at all: a quiet shop skips the lookup.
     pub fn any(&self) -> bool {
         !self.lock().flags.is_empty()

@@ -65,6 +65,10 @@ impl RedisSoldOut {
         Ok(Self { client, conn, prefix: prefix.to_owned(), mark: redis::Script::new(MARK) })
     }
 
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn flag_key(&self, v: &Uuid) -> String {
         format!("{}soldout:{v}", self.prefix)
     }
@@ -144,7 +148,12 @@ async fn listen(
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     // Subscribed first, then read what is set: nothing falls between the two.
-    let keys: Vec<String> = conn.keys(format!("{prefix}soldout:*")).await?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut scan = conn.scan_match::<_, String>(format!("{prefix}soldout:*")).await?;
+    while let Some(key) = scan.next_item().await {
+        keys.push(key?);
+    }
+    drop(scan);
     let flagged: Vec<Uuid> = keys.iter().filter_map(|k| k.rsplit(':').next()).filter_map(|id| Uuid::parse_str(id).ok()).collect();
     match memory.upgrade() {
         Some(m) => m.set_local(&flagged),

@@ -192,6 +192,18 @@ impl Answer {
 }
 
 impl TestApp {
+    /// A second server on the same database, as a second `mercato serve` process
+    /// would be: its own pool, order batches and sold-out memory. `settings`
+    /// defaults to this one's.
+    pub async fn another_instance(&self, settings: Option<Settings>) -> TestApp {
+        let settings = Settings { database_url: self.settings.database_url.clone(), ..settings.unwrap_or(self.settings.clone()) };
+        let app = Application::build(&settings).await.expect("application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (store, jobs) = (app.store().clone(), app.job_registry().clone());
+        tokio::spawn(app.run_until(std::future::pending()));
+        TestApp { address, client: self.client.clone(), store, jobs, settings, database: self.database.clone() }
+    }
+
     /// Runs due jobs until none is left (retries due at once with `retry_base` zero).
     pub async fn drain_jobs(&self) -> usize {
         let settings = mercato::jobs::WorkerSettings {

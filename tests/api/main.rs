@@ -15,5 +15,6 @@ mod lifecycle;
 mod notifications;
 mod operations;
 mod rbac;
+mod sold_out;
 mod stripe;
 mod webhooks;
