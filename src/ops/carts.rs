@@ -130,7 +130,12 @@ pub async fn create(store: &Store, shopper: &Shopper, input: &NewCartInput, s: &
 
 /// The cart if `shopper` may use it; anyone else gets 404, as if it did not exist.
 pub async fn authorize(store: &Store, cart_id: Uuid, shopper: &Shopper) -> ApiResult<CartRecord> {
-    let cart = store.cart(cart_id).await?.ok_or(ApiError::NotFound("cart"))?;
+    owned_by(store.cart(cart_id).await?, shopper)
+}
+
+/// The cart, if `shopper` may use it; `404` otherwise, as if it did not exist.
+pub fn owned_by(cart: Option<CartRecord>, shopper: &Shopper) -> ApiResult<CartRecord> {
+    let cart = cart.ok_or(ApiError::NotFound("cart"))?;
     let allowed = match (cart.customer_id, &cart.token_hash) {
         (Some(owner), _) => shopper.customer_id == Some(owner),
         (None, Some(hash)) => shopper.cart_token.as_deref().is_some_and(|t| &hash_refresh_token(t) == hash),

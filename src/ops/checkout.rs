@@ -108,11 +108,19 @@ pub async fn checkout(
         Some(k) => parse_idempotency_key(k).map_err(|e| ApiError::bad_field(e.code, "Idempotency-Key", e.message))?,
     };
     // Ownership first: nobody may replay someone else's answer.
-    let cart = carts::authorize(ctx.store, cart_id, shopper).await?;
-    let scope = format!("checkout:{}", cart.id);
-    if let Some(refusal) = known_sold_out(ctx.store, &cart, &scope, &key).await? {
-        return Err(refusal);
-    }
+    let scope = format!("checkout:{cart_id}");
+    let cart = if ctx.store.sold_out().any() {
+        // Some variant is sold out: one read tells both whose cart this is and
+        // whether it can be refused from memory.
+        let probe = ctx.store.checkout_probe(cart_id, &scope, &key).await?;
+        let cart = carts::owned_by(probe.cart.clone(), shopper)?;
+        if let Some(refusal) = known_sold_out(ctx.store, &probe) {
+            return Err(refusal);
+        }
+        cart
+    } else {
+        carts::authorize(ctx.store, cart_id, shopper).await?
+    };
     let claim = ctx.store.claim_idempotency_key(&scope, &key, &request_hash(body)).await?;
     let resumed = match claim {
         Claim::Replay { status, body } => return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)),
@@ -160,24 +168,19 @@ pub async fn checkout(
 
 /// After a flash sale's last unit, most buyers are answered here: when the
 /// sold-out memory knows a variant of this cart is gone, the answer is the
-/// `out_of_stock` the database would give, after one read and without a
-/// transaction. The refusal is not stored under the key (nothing happened; a retry
-/// asks again). A key used before, or a cart no longer open, takes the full path,
-/// so replays stay exact.
-async fn known_sold_out(
-    store: &Store,
-    cart: &crate::store::carts::CartRecord,
-    scope: &str,
-    key: &str,
-) -> ApiResult<Option<ApiError>> {
+/// `out_of_stock` the database would give, after the one read of the probe and
+/// without a transaction. The refusal is not stored under the key (nothing
+/// happened; a retry asks again). A key used before, or a cart no longer open,
+/// takes the full path, so replays stay exact.
+fn known_sold_out(store: &Store, probe: &crate::store::carts::CheckoutProbe) -> Option<ApiError> {
+    let open = probe
+        .cart
+        .as_ref()
+        .is_some_and(|c| c.status == crate::store::carts::CartStatus::Open && c.expires_at > crate::store::now());
+    if !open || probe.key_used {
+        return None;
+    }
     let memory = store.sold_out();
-    if cart.status != crate::store::carts::CartStatus::Open || !memory.any() {
-        return Ok(None);
-    }
-    let probe = store.checkout_probe(cart.id, scope, key).await?;
-    if probe.key_used {
-        return Ok(None);
-    }
     let errors: Vec<FieldError> = probe
         .lines
         .iter()
@@ -190,14 +193,10 @@ async fn known_sold_out(
         })
         .collect();
     if errors.is_empty() {
-        return Ok(None);
+        return None;
     }
     metrics::counter!("mercato_checkout_sold_out_answers_total").increment(1);
-    Ok(Some(ApiError::Conflict {
-        code: "out_of_stock",
-        detail: "some items are not in stock in the quantity asked".into(),
-        errors,
-    }))
+    Some(ApiError::Conflict { code: "out_of_stock", detail: "some items are not in stock in the quantity asked".into(), errors })
 }
 
 /// SHA-256 of the body's canonical JSON (keys sorted), so a client that

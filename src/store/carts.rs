@@ -71,6 +71,7 @@ fn cart_row(r: &sqlx::any::AnyRow) -> StoreResult<CartRecord> {
 
 #[derive(Debug, Default)]
 pub struct CheckoutProbe {
+    pub cart: Option<CartRecord>,
     pub lines: Vec<ProbeLine>,
     pub key_used: bool,
 }
@@ -94,6 +95,7 @@ impl Store {
     ) -> StoreResult<CartRecord> {
         let cart_id = new_id();
         let ts = now();
+        let mut tx = self.begin_relaxed().await?;
         sqlx::query(
             "INSERT INTO carts (id, customer_id, token_hash, currency, status, created_at, updated_at, expires_at)
              VALUES ($1, $2, $3, $4, 'open', $5, $5, $6)",
@@ -104,8 +106,9 @@ impl Store {
         .bind(currency)
         .bind(ts.as_str())
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(CartRecord {
             id: cart_id,
             customer_id,
@@ -130,24 +133,29 @@ impl Store {
         q.build().fetch_optional(&self.pool).await?.as_ref().map(cart_row).transpose()
     }
 
-    /// What checkout's sold-out shortcut needs, in one read: the cart's lines (in
-    /// the order checkout numbers them) and whether the Idempotency-Key was used.
+    /// What checkout's sold-out shortcut needs, in one read: the cart, its lines
+    /// (in the order checkout numbers them) and whether the Idempotency-Key was used.
     pub async fn checkout_probe(&self, cart_id: Uuid, scope: &str, key: &str) -> StoreResult<CheckoutProbe> {
         let rows = sqlx::query(
-            "SELECT ci.variant_id, v.sku, ci.quantity,
+            "SELECT c.id, c.customer_id, c.token_hash, c.currency, c.status, c.expires_at, c.updated_at,
+                    ci.variant_id, v.sku, ci.quantity,
                     (SELECT COUNT(*) FROM idempotency_keys WHERE scope = $2 AND idem_key = $3) AS key_used
-             FROM cart_items ci JOIN variants v ON v.id = ci.variant_id
-             WHERE ci.cart_id = $1 ORDER BY ci.id",
+             FROM carts c
+             LEFT JOIN cart_items ci ON ci.cart_id = c.id
+             LEFT JOIN variants v ON v.id = ci.variant_id
+             WHERE c.id = $1 ORDER BY ci.id",
         )
         .bind(cart_id.to_string())
         .bind(scope)
         .bind(key)
         .fetch_all(&self.pool)
         .await?;
-        let mut probe = CheckoutProbe::default();
+        let mut probe = CheckoutProbe { cart: rows.first().map(cart_row).transpose()?, ..CheckoutProbe::default() };
         for r in &rows {
             probe.key_used |= int(r, "key_used")? > 0;
-            probe.lines.push(ProbeLine { variant_id: id(r, "variant_id")?, sku: text(r, "sku")?, quantity: int(r, "quantity")? });
+            if let Some(variant_id) = opt_id(r, "variant_id")? {
+                probe.lines.push(ProbeLine { variant_id, sku: text(r, "sku")?, quantity: int(r, "quantity")? });
+            }
         }
         Ok(probe)
     }
@@ -211,7 +219,7 @@ impl Store {
     /// statement, so two concurrent adds both count. Returns the new line quantity,
     /// or `Err(current)` when it would exceed `max`.
     pub async fn add_cart_item(&self, cart_id: Uuid, variant_id: Uuid, quantity: i64, max: i64) -> StoreResult<Result<i64, i64>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_relaxed().await?;
         let row = sqlx::query(
             "INSERT INTO cart_items (id, cart_id, variant_id, quantity, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity
@@ -245,7 +253,7 @@ impl Store {
 
     /// Sets a line's quantity; false when the line is not in this cart.
     pub async fn set_cart_item(&self, cart_id: Uuid, item_id: Uuid, quantity: i64) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_relaxed().await?;
         let done = sqlx::query("UPDATE cart_items SET quantity = $1 WHERE id = $2 AND cart_id = $3")
             .bind(quantity)
             .bind(item_id.to_string())
@@ -259,7 +267,7 @@ impl Store {
     }
 
     pub async fn remove_cart_item(&self, cart_id: Uuid, item_id: Uuid) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_relaxed().await?;
         let done = sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2")
             .bind(item_id.to_string())
             .bind(cart_id.to_string())
@@ -275,7 +283,7 @@ impl Store {
     /// to `max` per line), or hands the guest cart to the customer when they have
     /// none. Returns the customer's cart id.
     pub async fn merge_guest_cart(&self, guest: Uuid, customer_id: Uuid, max: i64) -> StoreResult<Option<Uuid>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_relaxed().await?;
         // Claim the guest cart first: a cart checked out (or merged by another
         // login) at this moment is left alone.
         let claimed = sqlx::query("UPDATE carts SET updated_at = $1 WHERE id = $2 AND status = 'open' AND customer_id IS NULL")

@@ -247,6 +247,22 @@ impl Store {
         Ok(Tx { inner, stock_returned: Vec::new(), sold_out: self.sold_out.clone() })
     }
 
+    /// A write transaction whose commit does not wait for the disk (PostgreSQL
+    /// `synchronous_commit = off` for this transaction only), for writes that are
+    /// frequent and cheap to lose: cart changes. A crash can forget the last
+    /// fraction of a second of them and nothing else: the database stays
+    /// consistent, and any later durable commit (an order placed from the cart)
+    /// makes every earlier write durable with it, as the log is written in order.
+    /// Orders, stock, payments and idempotency records keep durable commits. On
+    /// SQLite (`synchronous = NORMAL` in WAL mode) every commit is alike.
+    pub async fn begin_relaxed(&self) -> StoreResult<Tx> {
+        let mut tx = self.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            tx.execute("SET LOCAL synchronous_commit = off").await?;
+        }
+        Ok(tx)
+    }
+
     /// Whether write transactions wait for one database-wide lock (SQLite), each
     /// holding a pooled connection while it waits.
     pub fn writers_queue(&self) -> bool {

@@ -71,6 +71,9 @@ async fn late_buyers_are_answered_from_memory_until_stock_comes_back(app: TestAp
         .await
         .unwrap();
     assert_eq!(sqlx::Row::get::<i64, _>(&stored, "n"), 0);
+    // The shortcut still checks whose cart it is.
+    let stranger = Guest { cart: guests[2].cart.clone(), token: guests[4].token.clone() };
+    app.checkout(&stranger, "k9", "tok_ok").await.problem(404, "not_found");
 
     // A receipt brings stock back: forgotten at once, and the same key now buys.
     app.admin_post("/v1/admin/inventory/adjustments", &staff, json!({"sku": "LAST-1", "delta": 1, "reason": "found one"}))
