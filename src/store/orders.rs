@@ -1,6 +1,6 @@
-//! Orders: placing one (stock reserved, order, lines, first history row, outbox
-//! event and idempotency link in one transaction) and moving it through its
-//! states (each change a compare-and-set on the status plus a history row).
+//! Orders: reading them and moving them through their states (each change a
+//! compare-and-set on the status plus a history row). Placing them is
+//! `placement`'s.
 
 use std::collections::BTreeMap;
 
