@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Checkout benchmark (docs/BENCHMARKS.md): `mercato loadtest checkout` against a
-# PostgreSQL-backed shop, spread over 1,000 variants and then all on one hot
-# variant, plus pgbench's single-row update on the same server as the ceiling a
-# one-row-per-checkout design cannot pass.
+# Checkout benchmark (docs/BENCHMARKS.md): `mercato loadtest --scenario
+# steady-checkout` against a PostgreSQL-backed shop, spread over 1,000 variants and
+# then all on one hot variant; a flash sale (BUYERS buyers for STOCK units, all
+# checking out at once); plus pgbench's single-row update on the same server as the
+# ceiling a one-row-per-checkout design cannot pass. Each run ends with the shop's
+# invariants checked; a broken one stops the script.
 #
 #   cargo build --release && scripts/bench-checkout.sh
 #
-# Settings: CONCURRENCY (64), SECONDS (30), PG_URL (postgres://postgres@127.0.0.1:5432).
+# Settings: CONCURRENCY (64), SECONDS (30), BUYERS (20000), STOCK (1000),
+# SALE_CONCURRENCY (500), PG_URL (postgres://postgres@127.0.0.1:5432), OUT (reports
+# as JSON and HTML into this folder, when set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/release/mercato}
 CONCURRENCY=${CONCURRENCY:-64}
 SECONDS_EACH=${SECONDS:-30}
+BUYERS=${BUYERS:-20000}
+STOCK=${STOCK:-1000}
+SALE_CONCURRENCY=${SALE_CONCURRENCY:-500}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT=18081
 WORK=$(mktemp -d)
@@ -32,12 +39,18 @@ printf '%s' "$MERCATO_LOADTEST_PASSWORD" | "$BIN" admin create-staff --email loa
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 
+load() { # $1: report name, then loadtest flags
+  local name=$1; shift
+  "$BIN" loadtest --target "http://127.0.0.1:$PORT" --admin-email load@example.com \
+    ${OUT:+--json "$OUT/$name.json" --html "$OUT/$name.html"} "$@"
+}
+[ -n "${OUT:-}" ] && mkdir -p "$OUT"
 echo "### no hot spot: 1,000 variants, concurrency $CONCURRENCY, ${SECONDS_EACH}s"
-"$BIN" loadtest checkout --url "http://127.0.0.1:$PORT" --admin-email load@example.com \
-  --concurrency "$CONCURRENCY" --seconds "$SECONDS_EACH" --variants 1000
+load steady-1000 --scenario steady-checkout --concurrency "$CONCURRENCY" --step-seconds "$SECONDS_EACH" --variants 1000
 echo "### one hot variant, concurrency $CONCURRENCY, ${SECONDS_EACH}s"
-"$BIN" loadtest checkout --url "http://127.0.0.1:$PORT" --admin-email load@example.com \
-  --concurrency "$CONCURRENCY" --seconds "$SECONDS_EACH" --variants 1
+load steady-hot --scenario steady-checkout --concurrency "$CONCURRENCY" --step-seconds "$SECONDS_EACH" --variants 1
+echo "### flash sale: $BUYERS buyers for $STOCK units, concurrency $SALE_CONCURRENCY"
+load flash-sale --scenario flash-sale --buyers "$BUYERS" --stock "$STOCK" --concurrency "$SALE_CONCURRENCY"
 kill -TERM $pid; wait $pid || true
 
 echo "### pgbench: one row updated by every client, concurrency $CONCURRENCY, ${SECONDS_EACH}s"

@@ -43,8 +43,8 @@ run() { # $1: label, then env assignments for the server
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
   for c in $CONCURRENCY; do
     echo "### $label: 1,000 variants, concurrency $c, ${SECONDS_EACH}s"
-    "$BIN" loadtest checkout --url "http://127.0.0.1:$PORT" --admin-email load@example.com \
-      --concurrency "$c" --seconds "$SECONDS_EACH" --variants 1000 --emails
+    "$BIN" loadtest --target "http://127.0.0.1:$PORT" --admin-email load@example.com --scenario steady-checkout \
+      --concurrency "$c" --step-seconds "$SECONDS_EACH" --variants 1000 --emails
   done
   kill -TERM "$pid"; wait "$pid" || true
 }

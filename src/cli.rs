@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::domain::rbac::Role;
+use crate::loadtest::args::LoadtestCommand;
 use crate::ops;
 use crate::startup::Application;
 use crate::store::Store;
@@ -55,51 +56,9 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
-    /// Load tests against a running shop.
-    Loadtest {
-        #[command(subcommand)]
-        scenario: LoadScenario,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum LoadScenario {
-    /// Buyers loop cart → add → checkout (tok_ok); prints checkout latency
-    /// percentiles and orders/s, then checks the shop's stock and ledger.
-    Checkout {
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// A staff account with catalog:write, inventory:write and settings:manage (an owner).
-        #[arg(long)]
-        admin_email: String,
-        /// The password (or set MERCATO_LOADTEST_PASSWORD).
-        #[arg(long, env = "MERCATO_LOADTEST_PASSWORD")]
-        admin_password: String,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// How many variants buyers spread over; 1 puts everyone on one hot variant.
-        #[arg(long, default_value_t = 1000)]
-        variants: usize,
-        #[arg(long, default_value_t = 1_000_000)]
-        stock: i64,
-        /// Also time each order's confirmation e-mail (reads the shop's database:
-        /// run with the shop's DATABASE_URL / MERCATO_DATA_DIR).
-        #[arg(long)]
-        emails: bool,
-    },
-    /// Enqueues no-op jobs into this shop's database and drains them with workers
-    /// in this process; prints jobs/s and pick-up latency percentiles.
-    Queue {
-        #[arg(long, default_value_t = 100_000)]
-        jobs: usize,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Jobs claimed per statement.
-        #[arg(long, default_value_t = 10)]
-        batch: i64,
-    },
+    /// Load a running shop (flash-sale, steady-checkout, browse or mixed), then
+    /// check its invariants; `loadtest queue` measures the job queue instead.
+    Loadtest(Box<crate::loadtest::args::LoadtestArgs>),
 }
 
 #[derive(Subcommand)]
@@ -228,26 +187,16 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Loadtest {
-            scenario: LoadScenario::Checkout { url, admin_email, admin_password, concurrency, seconds, variants, stock, emails },
-        } => {
-            let emails = if emails { Some(connect(&settings).await?) } else { None };
-            crate::loadtest::run(crate::loadtest::CheckoutLoad {
-                url,
-                admin_email,
-                admin_password,
-                concurrency: concurrency.max(1),
-                duration: std::time::Duration::from_secs(seconds),
-                variants: variants.max(1),
-                stock_per_variant: stock,
-                emails,
-            })
-            .await
-        }
-        Command::Loadtest { scenario: LoadScenario::Queue { jobs, workers, batch } } => {
-            let store = connect(&settings).await?;
-            crate::loadtest::queue(&store, jobs, workers.max(1), batch.max(1)).await
-        }
+        Command::Loadtest(args) => match args.command {
+            Some(LoadtestCommand::Queue { jobs, workers, batch }) => {
+                let store = connect(&settings).await?;
+                crate::loadtest::queue::run(&store, jobs, workers.max(1), batch.max(1)).await
+            }
+            None => {
+                let emails = if args.run.emails { Some(connect(&settings).await?) } else { None };
+                Ok(args.run.execute(emails).await?)
+            }
+        },
         Command::Openapi => {
             println!("{}", crate::http::openapi().to_pretty_json()?);
             Ok(())

@@ -15,10 +15,17 @@ async fn main() -> std::process::ExitCode {
     mercato::telemetry::init(&settings.log_format);
     match run(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "mercato failed");
-            eprintln!("mercato: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast::<mercato::loadtest::args::Exit>() {
+            // A load test ends with its own exit code and one line (its report is already printed).
+            Ok(exit) => {
+                eprintln!("mercato: {exit}");
+                std::process::ExitCode::from(exit.code)
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "mercato failed");
+                eprintln!("mercato: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -12,6 +12,7 @@ mod concurrency;
 mod import;
 mod jobs;
 mod lifecycle;
+mod loadtest;
 mod notifications;
 mod operations;
 mod rbac;
