@@ -80,36 +80,53 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(page, "<li class=\"{class}\">{}: {word} — {}</li>", escape(inv.name), escape(&inv.detail));
     }
     page.push_str("</ul>\n<h2>Over time</h2>\n");
-    let latency = [
-        ("p50", RGBColor(31, 119, 180), series(&report.timeline, |s| s.p50_ms)),
-        ("p99", RGBColor(214, 39, 40), series(&report.timeline, |s| s.p99_ms)),
-    ];
+    let t = &report.timeline;
+    // Seconds in which nothing was answered have no latency: the line breaks there.
+    let answered = |f: fn(&SecondReport) -> f64| segments(t, |s| (s.requests > 0).then(|| f(s)));
+    let every = |f: fn(&SecondReport) -> f64| segments(t, |s| Some(f(s)));
+    let latency = [("p50", BLUE_LINE, answered(|s| s.p50_ms)), ("p99", RED_LINE, answered(|s| s.p99_ms))];
     let throughput = [
-        ("answers/s", RGBColor(31, 119, 180), series(&report.timeline, |s| s.requests as f64)),
-        ("errors/s", RGBColor(214, 39, 40), series(&report.timeline, |s| s.errors as f64)),
-        ("orders/s", RGBColor(44, 160, 44), series(&report.timeline, |s| s.orders as f64)),
+        ("ok/s", BLUE_LINE, every(|s| (s.requests - s.errors) as f64)),
+        ("errors/s", RED_LINE, every(|s| s.errors as f64)),
+        ("orders/s", GREEN_LINE, every(|s| s.orders as f64)),
     ];
+    let steps: Vec<(f64, &str)> = report.steps.iter().map(|s| (s.started_s, s.name.as_str())).collect();
     for (caption, y, lines) in
         [("Latency per second", "ms", &latency[..]), ("Throughput per second", "per second", &throughput[..])]
     {
-        let _ = writeln!(page, "<figure>{}</figure>", chart(caption, y, lines));
+        let _ = writeln!(page, "<figure>{}</figure>", chart(caption, y, lines, &steps));
     }
     page.push_str("</body></html>\n");
     page
 }
 
-fn series(timeline: &[SecondReport], f: impl Fn(&SecondReport) -> f64) -> Vec<(f64, f64)> {
-    timeline.iter().map(|s| (s.second as f64, f(s))).collect()
+const BLUE_LINE: RGBColor = RGBColor(31, 119, 180);
+const RED_LINE: RGBColor = RGBColor(214, 39, 40);
+const GREEN_LINE: RGBColor = RGBColor(44, 160, 44);
+
+/// The runs of consecutive seconds for which `f` has a value, as (second, value) points.
+fn segments(timeline: &[SecondReport], f: impl Fn(&SecondReport) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for s in timeline {
+        match f(s) {
+            Some(v) => out.last_mut().expect("never empty").push((s.second as f64, v)),
+            None if out.last().is_some_and(|l| !l.is_empty()) => out.push(Vec::new()),
+            None => {}
+        }
+    }
+    out.retain(|l| !l.is_empty());
+    out
 }
 
-/// A line chart as an SVG element.
-/// A chart's line: its legend, colour and points.
-type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+/// A chart's line: its legend, colour and the segments it is drawn in.
+type Line = (&'static str, RGBColor, Vec<Vec<(f64, f64)>>);
 
-fn chart(caption: &str, y_desc: &str, lines: &[Line]) -> String {
+/// A line chart as an SVG element, with a mark where each step starts.
+fn chart(caption: &str, y_desc: &str, lines: &[Line], steps: &[(f64, &str)]) -> String {
     let mut svg = String::new();
-    let x_max = lines.iter().flat_map(|l| &l.2).map(|p| p.0).fold(1.0, f64::max);
-    let y_max = lines.iter().flat_map(|l| &l.2).map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let points = || lines.iter().flat_map(|l| l.2.iter().flatten());
+    let x_max = points().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = points().map(|p| p.1).fold(1.0, f64::max) * 1.15;
     let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (960, 320)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -120,12 +137,21 @@ fn chart(caption: &str, y_desc: &str, lines: &[Line]) -> String {
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
         chart.configure_mesh().x_desc("seconds into the run").y_desc(y_desc).draw()?;
-        for (label, colour, points) in lines {
+        let grey = RGBColor(150, 150, 150);
+        for &(x, name) in steps {
+            chart.draw_series(LineSeries::new([(x, 0.0), (x, y_max)], grey))?;
+            chart.draw_series(std::iter::once(Text::new(name.to_owned(), (x, y_max), ("sans-serif", 12))))?;
+        }
+        for (label, colour, segments) in lines {
             let colour = *colour;
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))?
-                .label(*label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            for (i, segment) in segments.iter().enumerate() {
+                let series = chart.draw_series(LineSeries::new(segment.iter().copied(), colour.stroke_width(2)))?;
+                if i == 0 {
+                    series
+                        .label(*label)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+                }
+            }
         }
         chart
             .configure_series_labels()
@@ -151,6 +177,16 @@ mod tests {
     use super::*;
     use crate::loadtest::invariants::Invariant;
     use crate::loadtest::report::Verdict;
+
+    #[test]
+    fn latency_lines_break_where_nothing_was_answered() {
+        let second = |s: u64, requests: u64| SecondReport { second: s, requests, errors: 0, orders: 0, p50_ms: 1.0, p99_ms: 2.0 };
+        let t = [second(0, 3), second(1, 0), second(2, 0), second(3, 1), second(4, 2)];
+        let parts = segments(&t, |s| (s.requests > 0).then_some(s.p50_ms));
+        assert_eq!(parts, [vec![(0.0, 1.0)], vec![(3.0, 1.0), (4.0, 1.0)]]);
+        assert_eq!(segments(&t, |s| Some(s.requests as f64)).len(), 1);
+        assert!(segments(&[], |s| Some(s.p50_ms)).is_empty());
+    }
 
     #[test]
     fn the_html_report_is_one_page_with_inline_svg_and_nothing_to_fetch() {
