@@ -94,6 +94,25 @@ async fn steady_checkout_ramps_through_its_steps(app: TestApp) {
     assert_eq!(books.answered.len() as u64, report.steps.iter().map(|s| s.orders).sum::<u64>());
 }
 
+async fn confirmation_emails_are_timed_against_the_checkout_answers(app: TestApp) {
+    let workers = mercato::jobs::spawn_workers(&app.store, &app.jobs, 1, &Default::default());
+    let mut o = owner_options(&app, Scenario::SteadyCheckout).await;
+    o.load = Load::Closed { concurrency: 2 };
+    o.variants = 2;
+    o.emails = Some(app.store.clone());
+    let Outcome { report, books } = run(o).await;
+    for w in workers {
+        w.abort();
+    }
+    let emails = report.emails.as_ref().expect("measured");
+    assert!(emails.orders > 0);
+    assert_eq!((emails.orders, emails.sent), (books.answered.len(), books.answered.len()));
+    assert!(emails.latency_ms.p50 > 0.0 && emails.latency_ms.p50 < 60_000.0, "{:?}", emails.latency_ms);
+    let sent = report.invariants.last().unwrap();
+    assert!(sent.name.contains("e-mail") && sent.holds, "{sent:?}");
+    assert_eq!(report.verdict, Verdict::Passed, "{}", report.text());
+}
+
 async fn browse_reads_what_the_catalog_holds_without_staff(app: TestApp) {
     let staff = app.owner_token().await;
     let shoes = app.create_category(&staff, "Shoes", None).await;
@@ -297,6 +316,7 @@ async fn the_command_writes_its_reports_and_exits_by_its_verdict(app: TestApp) {
 on_both_databases!(
     a_flash_sale_sells_exactly_the_stock_and_the_books_add_up,
     steady_checkout_ramps_through_its_steps,
+    confirmation_emails_are_timed_against_the_checkout_answers,
     browse_reads_what_the_catalog_holds_without_staff,
     an_open_model_sends_on_the_clock_and_counts_what_it_could_not_send,
     books_that_do_not_add_up_fail_the_check,
