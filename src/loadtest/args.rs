@@ -160,7 +160,11 @@ impl RunArgs {
             Verdict::Passed => Ok(()),
             Verdict::InvariantsBroken => {
                 let broken: Vec<&str> = report.invariants.iter().filter(|i| !i.holds).map(|i| i.name).collect();
-                Err(Exit { code: report.exit_code, message: format!("invariant broken: {}", broken.join(", ")) })
+                let message = match &report.invariants_note {
+                    Some(why) if broken.is_empty() => why.clone(),
+                    _ => format!("invariant broken: {}", broken.join(", ")),
+                };
+                Err(Exit { code: report.exit_code, message })
             }
             Verdict::Interrupted => {
                 Err(Exit { code: report.exit_code, message: "interrupted: the report covers what was sent before Ctrl-C".into() })

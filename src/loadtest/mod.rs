@@ -128,29 +128,22 @@ pub async fn run(options: Options, stop: Arc<Stop>) -> Result<Outcome, Failure> 
     let (step_reports, timeline) = report::summarise(&steps, &runs, &tally);
     let books = Books { email, stocked, answered: tally.orders };
 
-    let mut invariants: Vec<Invariant> = Vec::new();
-    let mut emails = None;
-    let note = if stop.is_stopped() {
-        Some("the run was interrupted".to_owned())
+    let (invariants, note, emails, verdict) = if stop.is_stopped() {
+        (Vec::new(), Some("the run was interrupted".to_owned()), None, Verdict::Interrupted)
     } else if let Some(a) = &admin {
-        invariants = invariants::check(a, &books).await?;
-        if let Some(store) = &options.emails {
-            let (latency, sent) = emails::measure(store, &books.answered)
-                .await
-                .map_err(|e| Failure::new(FailureKind::Check, format!("reading confirmation e-mails: {e:#}")))?;
-            emails = Some(latency);
-            invariants.push(sent);
+        match check_books(a, &books, options.emails.as_ref()).await {
+            Ok((invariants, emails)) => {
+                let verdict = if invariants.iter().all(|i| i.holds) { Verdict::Passed } else { Verdict::InvariantsBroken };
+                (invariants, None, emails, verdict)
+            }
+            // The load's figures are still worth printing; the run fails all the same.
+            Err(e) => {
+                (Vec::new(), Some(format!("the shop's books could not be read back: {e}")), None, Verdict::InvariantsBroken)
+            }
         }
-        None
     } else {
-        Some("no staff credentials (--admin-email/--admin-password or --staff-token)".to_owned())
-    };
-    let verdict = if stop.is_stopped() {
-        Verdict::Interrupted
-    } else if invariants.iter().all(|i| i.holds) {
-        Verdict::Passed
-    } else {
-        Verdict::InvariantsBroken
+        let why = "no staff credentials (--admin-email/--admin-password or --staff-token)".to_owned();
+        (Vec::new(), Some(why), None, Verdict::Passed)
     };
     let report = Report {
         run: run_id,
@@ -166,4 +159,19 @@ pub async fn run(options: Options, stop: Arc<Stop>) -> Result<Outcome, Failure> 
         exit_code: verdict.exit_code(),
     };
     Ok(Outcome { report, books })
+}
+
+/// The invariants, and with a database to read (`--emails`) the confirmation e-mails' latency.
+async fn check_books(
+    admin: &admin::Admin,
+    books: &Books,
+    emails: Option<&crate::store::Store>,
+) -> Result<(Vec<Invariant>, Option<report::EmailLatency>), Failure> {
+    let mut invariants = invariants::check(admin, books).await?;
+    let Some(store) = emails else { return Ok((invariants, None)) };
+    let (latency, sent) = emails::measure(store, &books.answered)
+        .await
+        .map_err(|e| Failure::new(FailureKind::Check, format!("reading confirmation e-mails: {e:#}")))?;
+    invariants.push(sent);
+    Ok((invariants, Some(latency)))
 }

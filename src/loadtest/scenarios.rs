@@ -82,12 +82,8 @@ impl Shopper {
     /// Sends, records the latency since `since`, and hands back a success's body.
     async fn timed(&self, slot: Slot<'_>, op: Op, since: Instant, req: reqwest::RequestBuilder) -> Option<Bytes> {
         let answer = self.call(req).await;
-        let (body, error) = match answer {
-            Ok(b) => (Some(b), None),
-            Err(e) => (None, Some(e)),
-        };
-        slot.recorder.record(slot.shard, slot.step, op, since, error);
-        body
+        slot.recorder.record(slot.shard, slot.step, op, since, answer.as_ref().err().cloned());
+        answer.ok()
     }
 
     /// Creates a guest cart on buyer `n`'s target and adds one unit of `variant`.
