@@ -73,7 +73,7 @@ impl Admin {
 
     /// One call; `429` and `503` are waited out (up to a minute in all), an
     /// expired token is renewed once when the tool has the credentials.
-    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, AdminError> {
         let url = format!("{}{path}", self.base);
         let mut waited = Duration::ZERO;
         let mut renewed = false;
