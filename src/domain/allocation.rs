@@ -56,6 +56,11 @@ impl Allocation {
     pub fn sold_out(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.left.iter().filter(|(_, at)| at.iter().all(|a| a.quantity <= 0)).map(|(v, _)| *v)
     }
+
+    /// Variants with something left somewhere.
+    pub fn in_stock(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.left.iter().filter(|(_, at)| at.iter().any(|a| a.quantity > 0)).map(|(v, _)| *v)
+    }
 }
 
 /// Serves `orders` (each a list of (variant, quantity) lines) in the order given
@@ -109,6 +114,7 @@ mod tests {
         assert_eq!(a.orders[3], Err(vec![Short { variant: id(1), requested: 1, available: 0 }]));
         assert_eq!(a.totals(), BTreeMap::from([((id(1), id(100)), 5)]));
         assert_eq!(a.sold_out().collect::<Vec<_>>(), vec![id(1)]);
+        assert_eq!(a.in_stock().count(), 0);
     }
 
     #[test]

@@ -486,9 +486,16 @@ async fn settle(
     };
     // A refusal before the provider created anything has no reference.
     let reference = Some(reference).filter(|r| !r.is_empty());
-    store.set_payment_status(order.id, status, reference.as_deref()).await?;
-    let Some(event) = event else { return Ok((status, reference)) };
-    match store.apply_order_event(order.id, event, &system, &reason).await {
+    let Some(event) = event else {
+        store.set_payment_status(order.id, status, reference.as_deref()).await?;
+        return Ok((status, reference));
+    };
+    let settled = store.settle_payment(order.id, (status, reference.as_deref()), event, &system, &reason).await;
+    if matches!(settled, Err(OrderError::Transition(_))) {
+        // The order moved on: the provider's answer is still recorded.
+        store.set_payment_status(order.id, status, reference.as_deref()).await?;
+    }
+    match settled {
         Ok(new_status) => order.status = new_status,
         // The provider's webhook got there first and did the same.
         Err(OrderError::Transition(t)) if transition(OrderStatus::PendingPayment, event).ok() == Some(t.from) => {

@@ -115,6 +115,7 @@ impl OrderBatches {
         match self.store.place_orders(&placements).await {
             Ok(done) => {
                 drop(placements);
+                sold_out.observed_in_stock(&done.in_stock);
                 sold_out.mark(&seen, &done.sold_out).await;
                 for (w, placed) in batch.into_iter().zip(done.placed) {
                     let _ = w.answer.send(Ok(placed));

@@ -11,7 +11,11 @@
 //! - Every transaction that returns stock (a release, a restock, a receipt)
 //!   forgets its variants after it commits: the flag goes, the generation moves.
 //!
-//! In one process that is exact. With Redis (`REDIS_URL`), the generation and
+//! In one process that is exact. A flag also expires (see below); the first buyer
+//! after an expiry goes to the database while the others keep the old answer,
+//! and that buyer's batch marks the variant again or clears the flag.
+//!
+//! With Redis (`REDIS_URL`), the generation and
 //! the flags live in Redis, and every instance keeps a local copy of the flags
 //! that a pub/sub channel keeps current; the copy also expires after a while, in
 //! case a message was missed. Without Redis, several instances on one database
@@ -73,14 +77,32 @@ impl SoldOut {
 
     /// Whether `variant` is known to be sold out. Never touches the network.
     pub fn is_sold_out(&self, variant: Uuid) -> bool {
+        let now = Instant::now();
+        let ttl = self.ttl();
         let mut local = self.lock();
-        match local.flags.get(&variant) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                local.flags.remove(&variant);
+        match local.flags.get_mut(&variant) {
+            Some(until) if *until > now => true,
+            // Stale: this caller asks the database, the others keep the answer
+            // meanwhile, so an expiry sends one buyer to the stock row, not all of
+            // them. Its batch marks the variant again, or clears it when it finds
+            // stock (`observed_in_stock`).
+            Some(until) => {
+                *until = now + ttl;
                 false
             }
             None => false,
+        }
+    }
+
+    /// A batch read these variants' stock under lock and found some left: any local
+    /// flag is out of date.
+    pub fn observed_in_stock(&self, variants: &[Uuid]) {
+        if variants.is_empty() {
+            return;
+        }
+        let mut local = self.lock();
+        for v in variants {
+            local.flags.remove(v);
         }
     }
 
@@ -194,6 +216,19 @@ mod tests {
         memory.mark(&seen, &[v]).await;
         assert!(memory.is_sold_out(v));
         memory.forget(&[v]).await;
+        assert!(!memory.is_sold_out(v));
+    }
+
+    #[tokio::test]
+    async fn an_expired_flag_sends_one_caller_to_the_database() {
+        let memory = SoldOut::in_process();
+        let v = Uuid::now_v7();
+        let seen = memory.generations(&[v]).await;
+        memory.mark(&seen, &[v]).await;
+        memory.lock().flags.insert(v, Instant::now() - Duration::from_millis(1));
+        assert!(!memory.is_sold_out(v), "the first caller after the expiry asks");
+        assert!(memory.is_sold_out(v), "the others keep the answer meanwhile");
+        memory.observed_in_stock(&[v]);
         assert!(!memory.is_sold_out(v));
     }
 

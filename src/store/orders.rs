@@ -394,6 +394,25 @@ impl Store {
         }
     }
 
+    /// Records a provider's answer on the payment and moves the order on by
+    /// `event`, in one transaction. A refused transition changes nothing (the
+    /// caller decides what the answer means for an order that moved on).
+    pub async fn settle_payment(
+        &self,
+        order_id: Uuid,
+        (status, reference): (&str, Option<&str>),
+        event: OrderEvent,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<OrderStatus, OrderError> {
+        let mut tx = self.begin().await?;
+        let order = lock_order(&mut tx, self.dialect, order_id).await?;
+        super::payments::record_payment_status(&mut tx, order_id, status, reference).await?;
+        let to = apply_transition(&mut tx, &order, event, actor, reason).await?;
+        tx.commit().await?;
+        Ok(to)
+    }
+
     /// Applies a provider's event exactly once: the event id goes into the inbox in
     /// the same transaction as its effect, so a redelivery is a no-op.
     pub async fn apply_provider_event(

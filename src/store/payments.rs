@@ -31,6 +31,29 @@ pub struct Payment {
     pub currency: String,
 }
 
+/// Only an open payment changes status: a final answer is never overwritten by a
+/// later, older one. A reference is kept once known.
+pub(super) async fn record_payment_status(
+    conn: &mut sqlx::AnyConnection,
+    order_id: Uuid,
+    status: &str,
+    provider_ref: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE payments SET
+            status = CASE WHEN status IN ('started', 'pending', 'unknown') THEN $1 ELSE status END,
+            provider_ref = COALESCE(provider_ref, $2), updated_at = $3
+         WHERE order_id = $4",
+    )
+    .bind(status)
+    .bind(provider_ref)
+    .bind(now())
+    .bind(order_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Records that a payment for the order is being started (at most one per order).
     pub async fn start_payment(&self, order_id: Uuid, provider: &str, amount: i64, currency: &str) -> StoreResult<()> {
@@ -52,21 +75,8 @@ impl Store {
     }
 
     pub async fn set_payment_status(&self, order_id: Uuid, status: &str, provider_ref: Option<&str>) -> StoreResult<()> {
-        // Only an open payment changes status: a final answer is never overwritten by
-        // a later, older one. A reference is kept once known.
-        sqlx::query(
-            "UPDATE payments SET
-                status = CASE WHEN status IN ('started', 'pending', 'unknown') THEN $1 ELSE status END,
-                provider_ref = COALESCE(provider_ref, $2), updated_at = $3
-             WHERE order_id = $4",
-        )
-        .bind(status)
-        .bind(provider_ref)
-        .bind(now())
-        .bind(order_id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        record_payment_status(&mut conn, order_id, status, provider_ref).await
     }
 
     /// Marks the payment's outcome unknown and enqueues the job that asks the

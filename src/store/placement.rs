@@ -34,11 +34,13 @@ pub struct Placement<'a> {
     pub actor: &'a Actor,
 }
 
-/// What a batch did: one outcome per placement, in order, and the variants it
-/// left with no stock anywhere.
+/// What a batch did: one outcome per placement, in order, and what it saw of
+/// its variants' stock.
 pub struct Placements {
     pub placed: Vec<Placed>,
     pub sold_out: Vec<Uuid>,
+    /// Variants it found stock left for.
+    pub in_stock: Vec<Uuid>,
 }
 
 /// Bound values per multi-row statement (PostgreSQL allows 65,535, SQLite 32,766).
@@ -133,6 +135,7 @@ impl Store {
         Ok(Placements {
             placed: outcome.into_iter().map(|o| o.unwrap_or(Placed::CartChanged)).collect(),
             sold_out: allocation.sold_out().collect(),
+            in_stock: allocation.in_stock().collect(),
         })
     }
 }
