@@ -18,9 +18,11 @@ impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> Self {
         match e {
             InventoryError::UnknownSku => ApiError::invalid_field("sku", "unknown_sku", "no variant has this SKU"),
-            InventoryError::UnknownLocation => {
-                ApiError::invalid_field("location", "unknown_location", "no location has this code")
-            }
+            InventoryError::UnknownLocation => ApiError::invalid_field(
+                "location",
+                "unknown_location",
+                "no stock location has this code (or, when none is named, the main location was removed: name one)",
+            ),
             InventoryError::Insufficient { on_hand, reserved } => ApiError::conflict(
                 "insufficient_stock",
                 Some("delta"),

@@ -210,6 +210,15 @@ pub struct Priced {
     pub rate_bp: u32,
 }
 
+/// Which stock figures `price` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockFlags {
+    /// Each line's available stock, and `out_of_stock` / `insufficient_stock` flags (the cart page).
+    Read,
+    /// None: checkout's reservation decides stock under lock, so a read here would be stale anyway.
+    Skip,
+}
+
 /// Prices the buyable lines for `destination`. With `option` given, that shipping
 /// option is used (it must ship there); otherwise the cheapest that does.
 pub async fn price(
@@ -218,10 +227,16 @@ pub async fn price(
     destination: &Destination,
     option: Option<Uuid>,
     s: &CartSettings,
+    stock: StockFlags,
 ) -> ApiResult<(Priced, Option<ShippingError>)> {
     let lines = store.cart_lines(cart).await?;
-    let ids: Vec<Uuid> = lines.iter().map(|l| l.variant_id).collect();
-    let available: std::collections::HashMap<Uuid, i64> = store.available(&ids).await?.into_iter().collect();
+    let available: std::collections::HashMap<Uuid, i64> = match stock {
+        StockFlags::Read => {
+            let ids: Vec<Uuid> = lines.iter().map(|l| l.variant_id).collect();
+            store.available(&ids).await?.into_iter().collect()
+        }
+        StockFlags::Skip => lines.iter().map(|l| (l.variant_id, i64::MAX)).collect(),
+    };
     let mut out = Vec::with_capacity(lines.len());
     for l in lines {
         let avail = available.get(&l.variant_id).copied().unwrap_or(0);
@@ -289,7 +304,7 @@ pub async fn view(
     s: &CartSettings,
     token: Option<String>,
 ) -> ApiResult<CartView> {
-    let (priced, _) = price(store, cart, destination, None, s).await?;
+    let (priced, _) = price(store, cart, destination, None, s, StockFlags::Read).await?;
     let quoted = destination.country.is_some() && priced.shipping_option_id.is_some();
     let items = priced
         .lines

@@ -250,7 +250,8 @@ async fn place_and_pay(
         return Err(ApiError::CartExpired);
     }
     let destination = Destination { country: Some(shipping_address.country.clone()), region: shipping_address.region.clone() };
-    let (priced, shipping_error) = carts::price(ctx.store, cart, &destination, input.shipping_option_id, &ctx.carts).await?;
+    let (priced, shipping_error) =
+        carts::price(ctx.store, cart, &destination, input.shipping_option_id, &ctx.carts, carts::StockFlags::Skip).await?;
     match shipping_error {
         None => {}
         Some(ShippingError::UnknownOption) => {

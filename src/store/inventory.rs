@@ -186,14 +186,15 @@ impl Store {
     ) -> Result<StockLevel, InventoryError> {
         let mut tx = self.begin().await?;
         let variant_id = self.variant_by_sku(&mut tx, sku).await?.to_string();
-        let location_id = match location {
-            None => MAIN_LOCATION.to_owned(),
-            Some(code) => {
-                let row =
-                    sqlx::query("SELECT id FROM stock_locations WHERE code = $1").bind(code).fetch_optional(&mut *tx).await?;
-                row.map(|r| text(&r, "id")).transpose()?.ok_or(InventoryError::UnknownLocation)?
-            }
-        };
+        // The main location unless one is named; either must exist (a shop whose
+        // main location was removed must name one).
+        let row = match location {
+            None => sqlx::query("SELECT id FROM stock_locations WHERE id = $1").bind(MAIN_LOCATION),
+            Some(code) => sqlx::query("SELECT id FROM stock_locations WHERE code = $1").bind(code),
+        }
+        .fetch_optional(&mut *tx)
+        .await?;
+        let location_id = row.map(|r| text(&r, "id")).transpose()?.ok_or(InventoryError::UnknownLocation)?;
         sqlx::query(
             "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved) VALUES ($1, $2, 0, 0)
              ON CONFLICT (variant_id, location_id) DO NOTHING",

@@ -577,6 +577,13 @@ async fn stock_adjustments_are_ledgered_guarded_and_reconciled(app: TestApp) {
     // The database itself refuses reserved > on_hand.
     let err = sqlx::query("UPDATE stock_levels SET reserved = on_hand + 1").execute(app.store.pool()).await;
     assert!(err.is_err(), "the check constraint must hold");
+    // Without its main location, a shop must name one: a clear 422, not a retry loop.
+    sqlx::query("DELETE FROM stock_levels").execute(app.store.pool()).await.unwrap();
+    sqlx::query("DELETE FROM stock_movements").execute(app.store.pool()).await.unwrap();
+    sqlx::query("DELETE FROM stock_locations WHERE code <> 'berlin'").execute(app.store.pool()).await.unwrap();
+    let refused = adjust(1, None).await.problem(422, "validation_failed");
+    assert_eq!(refused["errors"][0]["field"], "location");
+    assert_eq!(adjust(1, Some("berlin")).await.expect(201)["on_hand"], 1);
 }
 
 async fn staff_list_orders_by_status_email_time_and_total(app: TestApp) {
