@@ -180,13 +180,23 @@ fn known_sold_out(store: &Store, probe: &crate::store::carts::CheckoutProbe) -> 
     if !open || probe.key_used {
         return None;
     }
+    use crate::sold_out::Flag;
     let memory = store.sold_out();
+    let flags: Vec<Flag> = probe.lines.iter().map(|l| memory.check(l.variant_id)).collect();
+    if !flags.contains(&Flag::Fresh) {
+        // Only stale flags: this buyer asks the database for everyone.
+        let stale: Vec<Uuid> =
+            probe.lines.iter().zip(&flags).filter(|(_, f)| **f == Flag::Stale).map(|(l, _)| l.variant_id).collect();
+        memory.probe(&stale);
+        return None;
+    }
     let errors: Vec<FieldError> = probe
         .lines
         .iter()
+        .zip(&flags)
         .enumerate()
-        .filter(|(_, l)| memory.is_sold_out(l.variant_id))
-        .map(|(i, l)| FieldError {
+        .filter(|(_, (_, f))| **f == Flag::Fresh)
+        .map(|(i, (l, _))| FieldError {
             field: format!("items[{i}]"),
             code: "out_of_stock".into(),
             message: format!("{}: {} requested, 0 available", l.sku, l.quantity),

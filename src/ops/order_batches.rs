@@ -40,13 +40,15 @@ struct Lane {
     busy: AtomicBool,
 }
 
-/// Resets a lane whose batch panicked, so it does not stay busy forever.
-struct PanicGuard<'a>(&'a AtomicBool);
+/// Resets a lane whose batch panicked: the checkouts queued in it are answered
+/// with an error (their senders dropped) and the next one starts a new drainer.
+struct PanicGuard<'a>(&'a Lane);
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.store(false, Ordering::SeqCst);
+            lock(&self.0.queue).clear();
+            self.0.busy.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -84,7 +86,7 @@ impl OrderBatches {
 
     async fn drain(&self, lane: usize) {
         let lane = &self.lanes[lane];
-        let _guard = PanicGuard(&lane.busy);
+        let _guard = PanicGuard(lane);
         loop {
             let batch: Vec<Waiting> = {
                 let mut queue = lock(&lane.queue);
@@ -116,10 +118,11 @@ impl OrderBatches {
             Ok(done) => {
                 drop(placements);
                 sold_out.observed_in_stock(&done.in_stock);
-                sold_out.mark(&seen, &done.sold_out).await;
                 for (w, placed) in batch.into_iter().zip(done.placed) {
                     let _ = w.answer.send(Ok(placed));
                 }
+                // After the answers: with Redis this is a network round trip.
+                sold_out.mark(&seen, &done.sold_out).await;
             }
             Err(e) if batch.len() > 1 => {
                 // One bad order (or a deadlock) must not fail the others: place
@@ -127,8 +130,7 @@ impl OrderBatches {
                 tracing::warn!(error = %e, orders = batch.len(), "order batch failed; placing its orders one by one");
                 drop(placements);
                 for w in batch {
-                    let one = [Placement { order: &w.order, idempotency: (&w.scope, &w.key), actor: &w.actor }];
-                    let placed = self.store.place_orders(&one).await.map(|mut d| d.placed.remove(0));
+                    let placed = self.place_alone(&w).await;
                     let _ = w.answer.send(placed);
                 }
             }
@@ -139,6 +141,17 @@ impl OrderBatches {
                 }
             }
         }
+    }
+
+    async fn place_alone(&self, w: &Waiting) -> StoreResult<Placed> {
+        let one = [Placement { order: &w.order, idempotency: (&w.scope, &w.key), actor: &w.actor }];
+        let placed = self.store.place_orders(&one).await.map(|mut d| d.placed.remove(0))?;
+        // The batch's commit may have gone through although it reported an error
+        // (a connection lost at COMMIT): then this cart is closed by this very order.
+        if matches!(placed, Placed::CartClosed) && self.store.order(w.order.id).await?.is_some() {
+            return Ok(Placed::Order);
+        }
+        Ok(placed)
     }
 }
 

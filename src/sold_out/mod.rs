@@ -12,8 +12,9 @@
 //!   forgets its variants after it commits: the flag goes, the generation moves.
 //!
 //! In one process that is exact. A flag also expires (see below); the first buyer
-//! after an expiry goes to the database while the others keep the old answer,
-//! and that buyer's batch marks the variant again or clears the flag.
+//! after an expiry goes to the database while the others keep the old answer
+//! ([`SoldOut::probe`]), and that buyer's batch marks the variant again or clears
+//! the flag.
 //!
 //! With Redis (`REDIS_URL`), the generation and
 //! the flags live in Redis, and every instance keeps a local copy of the flags
@@ -36,6 +37,18 @@ pub use redis_backend::RedisSoldOut;
 pub const LOCAL_TTL: Duration = Duration::from_secs(1);
 /// With Redis, the local copy is kept current by pub/sub; this only bounds a missed message.
 pub const LOCAL_TTL_WITH_REDIS: Duration = Duration::from_secs(30);
+/// How long the other buyers keep a stale flag while one buyer asks the database.
+pub const PROBE_WINDOW: Duration = Duration::from_millis(250);
+
+/// What an instance knows about one variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    None,
+    /// Sold out, as far as anyone here knows.
+    Fresh,
+    /// Was sold out; time someone asked the database again.
+    Stale,
+}
 
 #[derive(Default)]
 struct Local {
@@ -75,22 +88,32 @@ impl SoldOut {
         self.local.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether `variant` is known to be sold out. Never touches the network.
+    /// Whether `variant` is known to be sold out right now. Never touches the network.
     pub fn is_sold_out(&self, variant: Uuid) -> bool {
-        let now = Instant::now();
-        let ttl = self.ttl();
+        self.check(variant) == Flag::Fresh
+    }
+
+    /// What this instance knows of `variant`, without changing anything.
+    pub fn check(&self, variant: Uuid) -> Flag {
+        match self.lock().flags.get(&variant) {
+            Some(until) if *until > Instant::now() => Flag::Fresh,
+            Some(_) => Flag::Stale,
+            None => Flag::None,
+        }
+    }
+
+    /// Lets the caller ask the database about variants whose flags are stale,
+    /// while everyone else keeps the old answer for [`PROBE_WINDOW`]: an expiry
+    /// sends one buyer to the stock row, not all of them. That buyer's batch marks
+    /// the variant again or clears the flag (`observed_in_stock`); if it never
+    /// gets that far, the next buyer after the window asks again.
+    pub fn probe(&self, variants: &[Uuid]) {
+        let until = Instant::now() + PROBE_WINDOW;
         let mut local = self.lock();
-        match local.flags.get_mut(&variant) {
-            Some(until) if *until > now => true,
-            // Stale: this caller asks the database, the others keep the answer
-            // meanwhile, so an expiry sends one buyer to the stock row, not all of
-            // them. Its batch marks the variant again, or clears it when it finds
-            // stock (`observed_in_stock`).
-            Some(until) => {
-                *until = now + ttl;
-                false
+        for v in variants {
+            if let Some(flag) = local.flags.get_mut(v) {
+                *flag = until;
             }
-            None => false,
         }
     }
 
@@ -141,9 +164,10 @@ impl SoldOut {
             return;
         }
         if let Some(redis) = &self.redis {
-            match redis.mark(&variants).await {
-                Ok(marked) => self.set_local(&marked),
-                Err(e) => tracing::warn!(error = %e, "sold-out memory: Redis unavailable"),
+            // The local copy follows the channel, this instance's own marks included:
+            // a mark and a later forget then arrive in the order Redis ran them.
+            if let Err(e) = redis.mark(&variants).await {
+                tracing::warn!(error = %e, "sold-out memory: Redis unavailable");
             }
             return;
         }
@@ -159,11 +183,23 @@ impl SoldOut {
     /// Stock came back to `variants` (committed): forget that they were sold out.
     pub async fn forget(&self, variants: &[Uuid]) {
         self.forget_local(variants);
-        if let Some(redis) = &self.redis
-            && let Err(e) = redis.forget(variants).await
-        {
-            // Other instances keep their copy until it expires.
-            tracing::warn!(error = %e, "sold-out memory: could not tell Redis that stock came back");
+        if let Some(redis) = &self.redis {
+            // In a task of its own: the request that returned the stock may be
+            // dropped (its client hung up) and the other instances must still hear.
+            let (redis, variants) = (redis.clone(), variants.to_vec());
+            let told = tokio::spawn(async move {
+                for attempt in 1..=3u64 {
+                    match redis.forget(&variants).await {
+                        Ok(()) => return,
+                        Err(e) if attempt == 3 => {
+                            // Other instances keep their copy until it expires.
+                            tracing::warn!(error = %e, "sold-out memory: could not tell Redis that stock came back");
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50 * attempt)).await,
+                    }
+                }
+            });
+            let _ = told.await;
         }
     }
 
@@ -226,10 +262,11 @@ mod tests {
         let seen = memory.generations(&[v]).await;
         memory.mark(&seen, &[v]).await;
         memory.lock().flags.insert(v, Instant::now() - Duration::from_millis(1));
-        assert!(!memory.is_sold_out(v), "the first caller after the expiry asks");
-        assert!(memory.is_sold_out(v), "the others keep the answer meanwhile");
+        assert_eq!(memory.check(v), Flag::Stale);
+        memory.probe(&[v]);
+        assert_eq!(memory.check(v), Flag::Fresh, "the others keep the answer while one caller asks");
         memory.observed_in_stock(&[v]);
-        assert!(!memory.is_sold_out(v));
+        assert_eq!(memory.check(v), Flag::None);
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ use super::SoldOut;
 const FLAG_TTL: Duration = Duration::from_secs(600);
 
 /// Sets each flag only if its generation is still the one the batch read, and
-/// announces it; returns the variants it set. KEYS: flag, generation pairs;
-/// ARGV: channel, ttl ms, then generation, message pairs.
+/// announces it on the channel; returns the messages sent. KEYS: flag, generation
+/// pairs; ARGV: channel, ttl ms, then generation, message pairs.
 const MARK: &str = r"
 local marked = {}
 for i = 1, #KEYS, 2 do
@@ -50,6 +50,7 @@ impl Message {
     }
 }
 
+#[derive(Clone)]
 pub struct RedisSoldOut {
     client: redis::Client,
     conn: ConnectionManager,
@@ -69,12 +70,14 @@ impl RedisSoldOut {
         &self.prefix
     }
 
+    // The variant is the hash tag: a variant's flag and generation share a Redis
+    // Cluster slot, so the mark script may touch both.
     fn flag_key(&self, v: &Uuid) -> String {
-        format!("{}soldout:{v}", self.prefix)
+        format!("{}soldout:{{{v}}}", self.prefix)
     }
 
     fn generation_key(&self, v: &Uuid) -> String {
-        format!("{}stockgen:{v}", self.prefix)
+        format!("{}stockgen:{{{v}}}", self.prefix)
     }
 
     fn channel(&self) -> String {
@@ -90,21 +93,16 @@ impl RedisSoldOut {
         Ok(variants.iter().zip(values).map(|(v, g)| (*v, g.unwrap_or(0))).collect())
     }
 
-    pub(super) async fn mark(&self, variants: &[(Uuid, u64)]) -> redis::RedisResult<Vec<Uuid>> {
-        let mut invocation = self.mark.prepare_invoke();
-        invocation.arg(self.channel()).arg(FLAG_TTL.as_millis() as u64);
+    /// One script call per variant (a variant's keys share a cluster slot).
+    pub(super) async fn mark(&self, variants: &[(Uuid, u64)]) -> redis::RedisResult<()> {
         for (v, g) in variants {
+            let mut invocation = self.mark.prepare_invoke();
+            invocation.arg(self.channel()).arg(FLAG_TTL.as_millis() as u64);
             invocation.key(self.flag_key(v)).key(self.generation_key(v));
             invocation.arg(g.to_string()).arg(format!("m:{v}"));
+            let _: Vec<String> = invocation.invoke_async(&mut self.conn.clone()).await?;
         }
-        let marked: Vec<String> = invocation.invoke_async(&mut self.conn.clone()).await?;
-        Ok(marked
-            .iter()
-            .filter_map(|m| match Message::parse(m) {
-                Some(Message::Marked(v)) => Some(v),
-                _ => None,
-            })
-            .collect())
+        Ok(())
     }
 
     pub(super) async fn forget(&self, variants: &[Uuid]) -> redis::RedisResult<()> {
@@ -154,7 +152,11 @@ async fn listen(
         keys.push(key?);
     }
     drop(scan);
-    let flagged: Vec<Uuid> = keys.iter().filter_map(|k| k.rsplit(':').next()).filter_map(|id| Uuid::parse_str(id).ok()).collect();
+    let flagged: Vec<Uuid> = keys
+        .iter()
+        .filter_map(|k| k.rsplit(':').next())
+        .filter_map(|tagged| Uuid::parse_str(tagged.trim_matches(|c| c == '{' || c == '}')).ok())
+        .collect();
     match memory.upgrade() {
         Some(m) => m.set_local(&flagged),
         None => return Ok(()),

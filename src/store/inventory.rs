@@ -466,23 +466,28 @@ pub async fn fold_sales(tx: &mut Tx, which: Sales<'_>) -> StoreResult<usize> {
         ),
     };
     let rows = sqlx::query(sql).bind(key).fetch_all(&mut **tx).await?;
-    let mut per_row: std::collections::BTreeMap<(String, String), i64> = std::collections::BTreeMap::new();
+    let mut per_row: std::collections::BTreeMap<(Uuid, Uuid), i64> = std::collections::BTreeMap::new();
     let mut movements = Vec::with_capacity(rows.len());
     for r in &rows {
         let (order, variant, location, quantity) =
             (text(r, "order_id")?, text(r, "variant_id")?, text(r, "location_id")?, int(r, "quantity")?);
-        *per_row.entry((variant.clone(), location.clone())).or_insert(0) += quantity;
+        *per_row.entry((id(r, "variant_id")?, id(r, "location_id")?)).or_insert(0) += quantity;
         movements.push((order, variant, location, quantity));
     }
-    for ((variant, location), quantity) in &per_row {
-        sqlx::query(
-            "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3",
-        )
-        .bind(*quantity)
-        .bind(variant.as_str())
-        .bind(location.as_str())
-        .execute(&mut **tx)
-        .await?;
+    // Stock rows in the order every stock writer takes them (see `placement::lock_stock`).
+    let variants: std::collections::BTreeSet<Uuid> = per_row.keys().map(|(v, _)| *v).collect();
+    for (variant, at) in super::placement::lock_stock(tx, &variants).await? {
+        for location in at.iter().map(|a| a.location) {
+            let Some(quantity) = per_row.get(&(variant, location)) else { continue };
+            sqlx::query(
+                "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3",
+            )
+            .bind(*quantity)
+            .bind(variant.to_string())
+            .bind(location.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     let system = Actor { kind: "system", id: None, request_id: None };
     for chunk in movements.chunks(500) {
@@ -517,12 +522,14 @@ impl Store {
     /// `stock.settle_sales` job). Several jobs for one variant are harmless: the
     /// first folds everything, the others find nothing left.
     pub async fn settle_sales(&self, variant_ids: &[String]) -> StoreResult<usize> {
-        let mut tx = self.begin().await?;
         let mut folded = 0;
+        // A transaction per variant: its reservation rows, then its stock rows,
+        // and nothing else held meanwhile.
         for v in variant_ids {
+            let mut tx = self.begin().await?;
             folded += fold_sales(&mut tx, Sales::OfVariant(v)).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(folded)
     }
 

@@ -44,6 +44,7 @@ use crate::sold_out::SoldOut;
 /// once it has committed the sold-out memory forgets them.
 pub struct Tx {
     inner: Transaction<'static, Any>,
+    dialect: Dialect,
     stock_returned: Vec<Uuid>,
     sold_out: Arc<SoldOut>,
 }
@@ -72,6 +73,10 @@ impl Tx {
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Stock of `variant` becomes available again when this transaction commits.
@@ -244,7 +249,7 @@ impl Store {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { inner, stock_returned: Vec::new(), sold_out: self.sold_out.clone() })
+        Ok(Tx { inner, dialect: self.dialect, stock_returned: Vec::new(), sold_out: self.sold_out.clone() })
     }
 
     /// A write transaction whose commit does not wait for the disk (PostgreSQL

@@ -51,17 +51,29 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut outcome: Vec<Option<Placed>> = batch.iter().map(|_| None).collect();
 
-        let closed = close_carts(&mut tx, batch).await?;
+        // One checkout per cart tries to close it: the one that priced its newest
+        // version (the others priced a version that is gone: `CartChanged`), the
+        // first of them when several did (the rest: `CartClosed`, as if they came
+        // just after).
+        let mut candidate: BTreeMap<Uuid, usize> = BTreeMap::new();
         for (i, p) in batch.iter().enumerate() {
-            if !closed.contains(&p.order.cart_id) {
-                outcome[i] = Some(Placed::CartChanged);
+            let best = candidate.entry(p.order.cart_id).or_insert(i);
+            if p.order.cart_seen > batch[*best].order.cart_seen {
+                *best = i;
             }
         }
-        // Two checkouts of one cart in a batch: only the first closed it.
-        let mut seen_carts = BTreeSet::new();
+        let trying: Vec<usize> = candidate.values().copied().collect();
+        let closed = close_carts(&mut tx, batch, &trying).await?;
         for (i, p) in batch.iter().enumerate() {
-            if outcome[i].is_none() && !seen_carts.insert(p.order.cart_id) {
+            let first = candidate[&p.order.cart_id];
+            if i == first {
+                if !closed.contains(&p.order.cart_id) {
+                    outcome[i] = Some(Placed::CartChanged);
+                }
+            } else if p.order.cart_seen == batch[first].order.cart_seen && closed.contains(&p.order.cart_id) {
                 outcome[i] = Some(Placed::CartClosed);
+            } else {
+                outcome[i] = Some(Placed::CartChanged);
             }
         }
         let refused: Vec<usize> = (0..batch.len()).filter(|i| outcome[*i].is_some()).collect();
@@ -86,7 +98,7 @@ impl Store {
 
         let live: Vec<usize> = (0..batch.len()).filter(|i| outcome[*i].is_none()).collect();
         let variants: BTreeSet<Uuid> = live.iter().flat_map(|i| batch[*i].order.lines.iter().map(|l| l.variant_id)).collect();
-        let stock = lock_stock(&mut tx, self.dialect, &variants).await?;
+        let stock = lock_stock(&mut tx, &variants).await?;
         let wanted: Vec<Vec<(Uuid, i64)>> =
             live.iter().map(|i| batch[*i].order.lines.iter().map(|l| (l.variant_id, l.quantity)).collect()).collect();
         let allocation = allocate(stock, &wanted);
@@ -140,11 +152,14 @@ impl Store {
     }
 }
 
-/// Closes every cart still open and unchanged since it was priced; returns those closed.
-async fn close_carts(tx: &mut Tx, batch: &[Placement<'_>]) -> StoreResult<BTreeSet<Uuid>> {
+/// Closes the carts of `which` (one entry per cart) that are still open and
+/// unchanged since they were priced; returns those closed.
+async fn close_carts(tx: &mut Tx, batch: &[Placement<'_>], which: &[usize]) -> StoreResult<BTreeSet<Uuid>> {
     let mut q = SqlBuilder::new("UPDATE carts SET status = 'checked_out', updated_at = ");
     q.bind(now()).push(" FROM (VALUES ");
-    q.bind_rows(batch.iter().map(|p| vec![p.order.cart_id.to_string().into(), p.order.cart_seen.as_str().into()]));
+    q.bind_rows(
+        which.iter().map(|i| vec![batch[*i].order.cart_id.to_string().into(), batch[*i].order.cart_seen.as_str().into()]),
+    );
     q.push(
         ") AS seen WHERE carts.id = seen.column1 AND carts.status = 'open' AND carts.updated_at = seen.column2
          RETURNING carts.id",
@@ -167,8 +182,9 @@ async fn reopen_carts(tx: &mut Tx, batch: &[Placement<'_>], which: &[usize]) -> 
 }
 
 /// Locks the stock rows of `variants` and reads what each location can give,
-/// locations in reservation order.
-async fn lock_stock(tx: &mut Tx, dialect: Dialect, variants: &BTreeSet<Uuid>) -> StoreResult<BTreeMap<Uuid, Vec<Available>>> {
+/// locations in reservation order. Every writer that changes several stock rows
+/// locks them through this, so all take them in one order.
+pub(super) async fn lock_stock(tx: &mut Tx, variants: &BTreeSet<Uuid>) -> StoreResult<BTreeMap<Uuid, Vec<Available>>> {
     let mut stock: BTreeMap<Uuid, Vec<Available>> = BTreeMap::new();
     if variants.is_empty() {
         return Ok(stock);
@@ -179,7 +195,7 @@ async fn lock_stock(tx: &mut Tx, dialect: Dialect, variants: &BTreeSet<Uuid>) ->
     );
     q.bind_list(variants.iter().map(|v| v.to_string())).push(") ORDER BY s.variant_id, l.priority, l.id");
     // SQLite: the transaction holds the database's write lock already.
-    if dialect == Dialect::Postgres {
+    if tx.dialect() == Dialect::Postgres {
         q.push(" FOR UPDATE OF s");
     }
     for r in q.build().fetch_all(&mut **tx).await? {
