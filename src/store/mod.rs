@@ -225,10 +225,6 @@ impl Store {
         &self.sold_out
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
