@@ -17,20 +17,18 @@ use super::SoldOut;
 const FLAG_TTL: Duration = Duration::from_secs(600);
 
 /// Sets each flag only if its generation is still the one the batch read, and
-/// announces it on the channel; returns the messages sent. KEYS: flag, generation
-/// pairs; ARGV: channel, ttl ms, then generation, message pairs.
+/// announces it on the channel. KEYS: flag, generation pairs; ARGV: channel, ttl
+/// ms, then generation, message pairs.
 const MARK: &str = r"
-local marked = {}
 for i = 1, #KEYS, 2 do
   local seen = ARGV[3 + (i - 1)]
   local now = redis.call('GET', KEYS[i + 1]) or '0'
   if now == seen then
     redis.call('SET', KEYS[i], '1', 'PX', ARGV[2])
     redis.call('PUBLISH', ARGV[1], ARGV[4 + (i - 1)])
-    table.insert(marked, ARGV[4 + (i - 1)])
   end
 end
-return marked
+return 0
 ";
 
 pub(super) enum Message {
@@ -100,7 +98,7 @@ impl RedisSoldOut {
             invocation.arg(self.channel()).arg(FLAG_TTL.as_millis() as u64);
             invocation.key(self.flag_key(v)).key(self.generation_key(v));
             invocation.arg(g.to_string()).arg(format!("m:{v}"));
-            let _: Vec<String> = invocation.invoke_async(&mut self.conn.clone()).await?;
+            let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
         }
         Ok(())
     }

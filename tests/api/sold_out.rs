@@ -168,9 +168,9 @@ async fn a_batch_places_the_checkout_of_the_carts_current_version(app: TestApp) 
     app.add_to_cart(&guest, "TWIN-1", 1).await;
     let cart = Uuid::parse_str(&guest.cart).unwrap();
     let old = app.store.cart(cart).await.unwrap().unwrap().updated_at;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     app.add_to_cart(&guest, "TWIN-1", 1).await;
     let current = app.store.cart(cart).await.unwrap().unwrap().updated_at;
+    assert!(current > old, "the change made a newer version");
     let (stale, fresh) = (order_for(cart, &old, variant_id(&product), 1), order_for(cart, &current, variant_id(&product), 2));
     let actor = mercato::store::audit::Actor { kind: "guest", id: None, request_id: None };
     let batch = [
@@ -224,10 +224,13 @@ mod redis {
                 }
             }
         }
-        // Let both subscriptions settle before anything is announced.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let b = memories.pop()?;
-        Some((memories.pop()?, b))
+        let a = memories.pop()?;
+        // Both subscriptions are live once a mark made now reaches both.
+        let probe = Uuid::now_v7();
+        a.mark(&a.generations(&[probe]).await, &[probe]).await;
+        eventually("both instances subscribed", || a.is_sold_out(probe) && b.is_sold_out(probe)).await;
+        Some((a, b))
     }
 
     async fn eventually(what: &str, check: impl Fn() -> bool) {
@@ -259,7 +262,11 @@ mod redis {
         let seen = a.generations(&[v]).await;
         b.forget(&[v]).await;
         a.mark(&seen, &[v]).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The channel keeps order: once a later mark has arrived, a mark of `v`
+        // would have too.
+        let later = Uuid::now_v7();
+        a.mark(&a.generations(&[later]).await, &[later]).await;
+        eventually("the later mark arriving", || a.is_sold_out(later) && b.is_sold_out(later)).await;
         assert!(!a.is_sold_out(v) && !b.is_sold_out(v));
         // A fresh read marks as usual.
         let seen = a.generations(&[v]).await;
