@@ -87,6 +87,10 @@ pub enum AdminCommand {
         #[arg(default_value = "")]
         query: String,
     },
+    /// Rebuild the search index (MERCATO_SEARCH_PATH, default data/search) from
+    /// the catalog. A running server holds its index: use
+    /// `POST /v1/admin/search/reindex` on it instead.
+    Reindex,
 }
 
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
@@ -187,6 +191,26 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Admin { command: AdminCommand::Reindex } => {
+            let store = connect(&settings).await?;
+            let path = settings.search_path();
+            let index = std::sync::Arc::new(crate::search::SearchIndex::open(&path)?);
+            let bar =
+                if std::io::stderr().is_terminal() { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+            bar.set_style(indicatif::ProgressStyle::with_template(
+                "indexing {bar:40} {pos}/{len} products  {per_sec}  eta {eta}",
+            )?);
+            let started = std::time::Instant::now();
+            let documents = ops::catalog_feed::rebuild(&store, &index, &bar).await?;
+            eprintln!(
+                "indexed {documents} products in {:.1} s; {} at {} (catalog position {})",
+                started.elapsed().as_secs_f64(),
+                human_bytes(index.size_bytes()),
+                path.display(),
+                index.position()
+            );
+            Ok(())
+        }
         Command::Loadtest(args) => match args.command {
             Some(LoadtestCommand::Queue { jobs, workers, batch }) => {
                 let store = connect(&settings).await?;
@@ -224,6 +248,10 @@ async fn seed_demo(store: &Store, products: usize) -> anyhow::Result<()> {
         tracing::info!(categories = report.categories, products = report.products, "demo catalog loaded");
     }
     Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
 }
 
 /// Turns an API error into a message for the terminal, field by field.

@@ -27,6 +27,18 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel, so shops (or tests) can share a server.
     pub redis_prefix: String,
+    /// Folder of this instance's search index; `data_dir/search` when absent.
+    /// Each instance needs its own.
+    pub search_path: Option<PathBuf>,
+    /// How often the search index and caches look for catalog changes.
+    pub search_poll_ms: u64,
+    /// Memory for cached catalog answers in this process.
+    pub cache_max_mb: u64,
+    /// Longest a cached catalog answer is kept (in process and in Redis): a
+    /// safety net, since a catalog change moves the key at once.
+    pub cache_ttl_secs: u64,
+    /// `Cache-Control: max-age` of catalog answers (for browsers and CDNs).
+    pub catalog_max_age_secs: u64,
     /// HMAC secret for access tokens. Generated and kept in `data_dir` in the embedded mode.
     pub jwt_secret: Option<String>,
     pub access_token_ttl_secs: u64,
@@ -158,6 +170,11 @@ impl Default for Settings {
             database_max_connections: 16,
             redis_url: None,
             redis_prefix: "mercato:".into(),
+            search_path: None,
+            search_poll_ms: 250,
+            cache_max_mb: 64,
+            cache_ttl_secs: 30,
+            catalog_max_age_secs: 30,
             jwt_secret: None,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_secs: 30 * 24 * 3600,
@@ -236,6 +253,10 @@ impl Settings {
         }
     }
 
+    pub fn search_path(&self) -> PathBuf {
+        self.search_path.clone().unwrap_or_else(|| self.data_dir.join("search"))
+    }
+
     pub fn uses_postgres(&self) -> bool {
         let url = self.database_url();
         url.starts_with("postgres://") || url.starts_with("postgresql://")
@@ -248,6 +269,9 @@ impl Settings {
     /// Refuses settings that are fine on a laptop but dangerous when the database is shared.
     pub fn check_safety(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if self.search_poll_ms == 0 || self.cache_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("MERCATO_SEARCH_POLL_MS and MERCATO_CACHE_TTL_SECS must be at least 1".into()));
+        }
         if crate::domain::money::Currency::parse(&self.default_currency).is_err() {
             return Err(ConfigError::Invalid(format!(
                 "MERCATO_DEFAULT_CURRENCY `{}` is not an ISO 4217 code",

@@ -5,6 +5,8 @@
 //! `ARCHITECTURE.md` in the README for the map.
 
 pub mod auth;
+pub mod cache;
+pub mod catalog_versions;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -16,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod payments;
+pub mod search;
 pub mod sold_out;
 pub mod startup;
 pub mod store;

@@ -9,19 +9,25 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::tokens::TokenKeys;
+use crate::cache::{CatalogCache, RedisLayer};
+use crate::catalog_versions::CatalogVersions;
 use crate::config::Settings;
 use crate::domain::money::Currency;
 use crate::domain::pricing::TaxMode;
 use crate::domain::signature;
+use crate::http::cache::cache_control;
 use crate::http::rate_limit::{InProcessLimiter, RateLimiter};
-use crate::http::{AppState, Shop, router};
+use crate::http::{AppState, CatalogReads, Shop, router};
 use crate::jobs;
 use crate::ops::carts::CartSettings;
+use crate::ops::catalog_feed;
 use crate::ops::housekeeping;
+use crate::ops::search::CategorySnapshot;
 use crate::payments::PaymentProvider;
 use crate::payments::guarded::Guarded;
 use crate::payments::stripe::StripeProvider;
 use crate::payments::test_provider::TestProvider;
+use crate::search::SearchIndex;
 use crate::store::Store;
 
 /// Order batches placed in parallel on PostgreSQL (see `ops::order_batches`).
@@ -48,6 +54,35 @@ impl Application {
     }
 
     pub async fn build_with_store(settings: &Settings, store: Store) -> anyhow::Result<Self> {
+        // Catalog versions start where the log is now: anything read from here on is at least that new.
+        let (_, log_position) = store.catalog_log_bounds().await?;
+        let versions = Arc::new(CatalogVersions::starting_at(log_position));
+        let store = store.with_versions(versions.clone());
+        let search = Arc::new(SearchIndex::open(&settings.search_path())?);
+        if catalog_feed::needs_rebuild(&store, &search).await? {
+            let started = std::time::Instant::now();
+            let documents = catalog_feed::rebuild(&store, &search, &indicatif::ProgressBar::hidden()).await?;
+            tracing::info!(documents, elapsed_ms = started.elapsed().as_millis() as u64, "search index built");
+        }
+        catalog_feed::spawn(store.clone(), search.clone(), versions, Duration::from_millis(settings.search_poll_ms));
+        let shared_cache = match &settings.redis_url {
+            Some(url) => Some(
+                RedisLayer::connect(url, &settings.redis_prefix, Duration::from_secs(settings.cache_ttl_secs))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reach Redis at REDIS_URL: {e}"))?,
+            ),
+            None => None,
+        };
+        let catalog = Arc::new(CatalogReads {
+            cache: CatalogCache::new(
+                settings.cache_max_mb * 1024 * 1024,
+                Duration::from_secs(settings.cache_ttl_secs),
+                shared_cache,
+            ),
+            search,
+            categories: CategorySnapshot::default(),
+            cache_control: cache_control(settings.catalog_max_age_secs),
+        });
         let store = match &settings.redis_url {
             Some(url) => {
                 let redis = crate::sold_out::RedisSoldOut::connect(url, &settings.redis_prefix)
@@ -89,6 +124,7 @@ impl Application {
             shop: Arc::new(shop),
             providers: providers.clone(),
             order_batches: crate::ops::order_batches::OrderBatches::new(store.clone(), ORDER_LANES),
+            catalog,
         };
         let limiter = Arc::new(InProcessLimiter::new(settings));
         spawn_limiter_cleanup(limiter.clone());

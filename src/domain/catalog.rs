@@ -166,7 +166,7 @@ pub struct OptionSchema {
     values: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Image {
     pub url: String,
     pub alt: Option<String>,

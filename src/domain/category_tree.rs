@@ -87,6 +87,20 @@ impl Tree {
         self.parent.insert(node, new_parent);
     }
 
+    /// `id` and every category above it, nearest first.
+    pub fn ancestors(&self, id: Uuid) -> Vec<Uuid> {
+        let mut out = vec![id];
+        let mut cur = id;
+        while let Some(Some(p)) = self.parent.get(&cur) {
+            if out.len() > self.parent.len() {
+                break; // a cycle in stored data; `can_move` keeps this from happening
+            }
+            out.push(*p);
+            cur = *p;
+        }
+        out
+    }
+
     /// `root` and everything below it, so a category filter covers its whole branch.
     pub fn descendants(&self, root: Uuid) -> Vec<Uuid> {
         let mut children: HashMap<Uuid, Vec<Uuid>> = HashMap::new();

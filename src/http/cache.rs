@@ -1,36 +1,54 @@
 //! HTTP caching of public catalog reads: a strong `ETag` over the exact body and
-//! `Cache-Control` so a CDN can hold them; `If-None-Match` answers 304.
+//! `Cache-Control` (max-age configurable) so a CDN can hold them;
+//! `If-None-Match` answers 304.
+
+use std::future::Future;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use super::AppState;
+use crate::cache::{Cached, Kind};
+use crate::error::{ApiError, ApiResult};
 
-pub const PUBLIC_MAX_AGE: &str = "public, max-age=30, stale-while-revalidate=60";
+/// `Cache-Control` of catalog answers held for `max_age_secs`.
+pub fn cache_control(max_age_secs: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("public, max-age={max_age_secs}, stale-while-revalidate={}", max_age_secs * 2))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
+}
 
-pub fn cacheable_json<T: Serialize>(request_headers: &HeaderMap, body: &T) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body).map_err(anyhow::Error::from)?;
-    let digest = Sha256::digest(&bytes);
-    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let etag_value = HeaderValue::from_str(&etag).map_err(anyhow::Error::from)?;
-    let matches = request_headers
+/// The answer under `key` from the catalog cache (else `load`), as an HTTP answer.
+pub async fn cached_json<T, F>(state: &AppState, request: &HeaderMap, kind: Kind, key: String, load: F) -> ApiResult<Response>
+where
+    T: Serialize,
+    F: Future<Output = ApiResult<T>>,
+{
+    let cached = state
+        .catalog
+        .cache
+        .get_or_load(kind, key, async { Ok(serde_json::to_vec(&load.await?).map_err(anyhow::Error::from)?) })
+        .await?;
+    respond(request, &cached, state.catalog.cache_control.clone())
+}
+
+fn respond(request: &HeaderMap, cached: &Cached, cache_control: HeaderValue) -> Result<Response, ApiError> {
+    let etag = HeaderValue::from_str(&cached.etag).map_err(anyhow::Error::from)?;
+    let matches = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let cache = HeaderValue::from_static(PUBLIC_MAX_AGE);
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == cached.etag || t.trim() == "*"));
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value), (header::CACHE_CONTROL, cache)]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control)]).into_response());
     }
     Ok((
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-            (header::ETAG, etag_value),
-            (header::CACHE_CONTROL, cache),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache_control),
         ],
-        bytes,
+        cached.body.clone(),
     )
         .into_response())
 }

@@ -4,9 +4,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::AppState;
-use super::cache::cacheable_json;
+use super::cache::cached_json;
+use crate::cache::Kind;
 use crate::domain::catalog::ProductStatus;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::ops::catalog::{self as ops, CategoryNode, ListParams};
@@ -41,8 +43,12 @@ pub struct CategoryList {
 )]
 pub async fn list_products(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let params = ListParams::parse(query.as_deref(), false)?;
-    let page = ops::list_products(&state.store, &params, state.default_currency, true).await?;
-    cacheable_json(&headers, &ProductPage { items: page.items, next_cursor: page.next_cursor })
+    let key = format!("{}:{}", state.store.versions().catalog(), query.as_deref().unwrap_or(""));
+    cached_json(&state, &headers, Kind::List, key, async {
+        let page = ops::list_products(&state.store, &params, state.default_currency, true).await?;
+        Ok(ProductPage { items: page.items, next_cursor: page.next_cursor })
+    })
+    .await
 }
 
 /// One published product with its variants and prices, by id or slug.
@@ -56,16 +62,45 @@ pub async fn get_product(
     headers: HeaderMap,
     Path(id_or_slug): Path<String>,
 ) -> ApiResult<Response> {
-    let product = ops::find_product(&state.store, &id_or_slug)
-        .await?
-        .filter(|p| p.status == ProductStatus::Published)
-        .ok_or(ApiError::NotFound("product"))?;
-    cacheable_json(&headers, &product)
+    let versions = state.store.versions();
+    let product_id = match Uuid::parse_str(&id_or_slug) {
+        Ok(id) => id,
+        // A slug names a product as of the catalog version: resolved (and cached) once per version.
+        Err(_) => {
+            let key = format!("{}:{id_or_slug}", versions.catalog());
+            let found = state
+                .catalog
+                .cache
+                .get_or_load(Kind::Slug, key, async {
+                    let product = state.store.product_by_slug(&id_or_slug).await?.ok_or(ApiError::NotFound("product"))?;
+                    Ok(product.id.to_string().into_bytes())
+                })
+                .await?;
+            std::str::from_utf8(&found.body)
+                .ok()
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .ok_or_else(|| anyhow::anyhow!("cached product id is not a UUID"))?
+        }
+    };
+    let key = format!("{product_id}:{}", versions.product(product_id));
+    cached_json(&state, &headers, Kind::Product, key, async {
+        state
+            .store
+            .product(product_id)
+            .await?
+            .filter(|p| p.status == ProductStatus::Published)
+            .ok_or(ApiError::NotFound("product"))
+    })
+    .await
 }
 
 /// The category tree.
 #[utoipa::path(get, path = "/v1/categories", tag = "storefront", responses((status = 200, body = CategoryList)))]
 pub async fn list_categories(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let categories = state.store.categories().await?;
-    cacheable_json(&headers, &CategoryList { items: ops::category_tree(&categories) })
+    let key = state.store.versions().catalog().to_string();
+    cached_json(&state, &headers, Kind::Categories, key, async {
+        let categories = state.store.categories().await?;
+        Ok(CategoryList { items: ops::category_tree(&categories) })
+    })
+    .await
 }

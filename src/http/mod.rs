@@ -19,6 +19,7 @@ pub mod health;
 pub mod orders;
 pub mod payments;
 pub mod rate_limit;
+pub mod search;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,16 @@ pub struct AppState {
     pub shop: Arc<Shop>,
     pub providers: Arc<[Arc<dyn PaymentProvider>]>,
     pub order_batches: crate::ops::order_batches::OrderBatches,
+    pub catalog: Arc<CatalogReads>,
+}
+
+/// What public catalog reads are served from.
+pub struct CatalogReads {
+    pub cache: crate::cache::CatalogCache,
+    pub search: Arc<crate::search::SearchIndex>,
+    pub categories: crate::ops::search::CategorySnapshot,
+    /// `Cache-Control` of catalog answers.
+    pub cache_control: HeaderValue,
 }
 
 /// Shop-wide settings the storefront handlers need.
@@ -142,6 +153,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::list_products))
         .routes(routes!(catalog::get_product))
         .routes(routes!(catalog::list_categories))
+        .routes(routes!(search::search))
+        .routes(routes!(search::suggest))
+        .routes(routes!(search::reindex))
         .routes(routes!(admin_staff::login))
         .routes(routes!(admin_staff::refresh))
         .routes(routes!(admin_staff::logout))

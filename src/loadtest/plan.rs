@@ -18,10 +18,13 @@ pub enum Scenario {
     FlashSale,
     /// Buyers check out random variants with ample stock.
     SteadyCheckout,
-    /// Product lists (filters, sorts), product pages and the category tree.
+    /// Product lists (filters, sorts), searches, product pages and the category tree.
     Browse,
     /// Mostly browsing, some abandoned carts, a few checkouts.
     Mixed,
+    /// Full-text searches: a title word (sometimes misspelt) with two filters
+    /// and every facet, each query drawn anew so the answer cache rarely helps.
+    Search,
 }
 
 impl Scenario {
@@ -31,16 +34,17 @@ impl Scenario {
             Scenario::SteadyCheckout => "steady-checkout",
             Scenario::Browse => "browse",
             Scenario::Mixed => "mixed",
+            Scenario::Search => "search",
         }
     }
 
     /// Whether the scenario buys, and so needs products, stock and staff access.
     pub fn buys(self) -> bool {
-        !matches!(self, Scenario::Browse)
+        !matches!(self, Scenario::Browse | Scenario::Search)
     }
 
     pub fn browses(self) -> bool {
-        matches!(self, Scenario::Browse | Scenario::Mixed)
+        matches!(self, Scenario::Browse | Scenario::Mixed | Scenario::Search)
     }
 }
 
@@ -199,7 +203,7 @@ impl Options {
         match self.scenario {
             Scenario::FlashSale => self.ramp.len(),
             Scenario::SteadyCheckout | Scenario::Mixed => self.variants,
-            Scenario::Browse => 0,
+            Scenario::Browse | Scenario::Search => 0,
         }
     }
 }

@@ -140,7 +140,7 @@ pub fn summarise(steps: &[Step], runs: &[StepRun], tally: &Tally) -> (Vec<StepRe
     for (i, (step, run)) in steps.iter().zip(runs).enumerate() {
         let mut all = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
         let mut ops = Vec::new();
-        for ((_, op), cell) in tally.cells.range((i, Op::Cart)..=(i, Op::Categories)) {
+        for ((_, op), cell) in tally.cells.range((i, Op::Cart)..=(i, Op::Search)) {
             all.add(&cell.latency).expect("same bounds");
             let mut errors: Vec<ErrorCount> = cell.errors.iter().map(|(k, n)| ErrorCount { key: k.clone(), count: *n }).collect();
             errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));

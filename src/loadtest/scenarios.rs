@@ -140,19 +140,43 @@ impl Shopper {
         }
     }
 
-    /// One storefront read, chosen like a browsing shopper would.
+    /// One storefront read, chosen like a browsing shopper would: lists, filtered
+    /// lists, searches, product pages and the category tree.
     async fn browse(&self, slot: Slot<'_>, n: u64, since: Instant) {
         let c = &self.catalog;
         let pick = |paths: &[String]| paths[rand::random_range(0..paths.len())].clone();
         let (op, path) = match rand::random_range(0..100) {
             0..10 => (Op::Categories, "/v1/categories".to_owned()),
             10..35 => (Op::Products, pick(&c.lists)),
-            35..65 => (Op::FilteredProducts, pick(&c.filtered)),
+            35..60 => (Op::FilteredProducts, pick(&c.filtered)),
+            60..75 if !c.words.is_empty() => return self.search(slot, n, since).await,
             _ if c.products.is_empty() => (Op::Products, pick(&c.lists)),
             _ => (Op::Product, pick(&c.products)),
         };
         let req = self.client.get(format!("{}{path}", self.base(n)));
         self.timed(slot, op, since, req).await;
+    }
+
+    /// One search: a title word (one in five with two letters swapped, a typo)
+    /// and two filters on different keys, with every facet.
+    async fn search(&self, slot: Slot<'_>, n: u64, since: Instant) {
+        let c = &self.catalog;
+        let mut word: Vec<char> = c.words[rand::random_range(0..c.words.len())].chars().collect();
+        if word.len() > 4 && rand::random_range(0..5) == 0 {
+            let i = rand::random_range(1..word.len() - 1);
+            word.swap(i, i + 1);
+        }
+        let word: String = word.into_iter().collect();
+        let mut pairs = vec![("q".to_owned(), word)];
+        while pairs.len() < 3 && c.search_filters.len() >= 2 {
+            let f = &c.search_filters[rand::random_range(0..c.search_filters.len())];
+            if !pairs.iter().any(|(k, _)| *k == f.0) {
+                pairs.push(f.clone());
+            }
+        }
+        let path = format!("/v1/search?{}", serde_urlencoded::to_string(&pairs).unwrap_or_default());
+        let req = self.client.get(format!("{}{path}", self.base(n)));
+        self.timed(slot, Op::Search, since, req).await;
     }
 
     /// One visit of the scenario: a buyer, a read, or (mixed) one of the two or an
@@ -161,6 +185,8 @@ impl Shopper {
         match scenario {
             Scenario::FlashSale | Scenario::SteadyCheckout => self.buy(slot, n, since).await,
             Scenario::Browse => self.browse(slot, n, since).await,
+            Scenario::Search if self.catalog.words.is_empty() => self.browse(slot, n, since).await,
+            Scenario::Search => self.search(slot, n, since).await,
             Scenario::Mixed => match rand::random_range(0..100) {
                 0..85 => self.browse(slot, n, since).await,
                 85..95 => {

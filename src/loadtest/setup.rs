@@ -113,6 +113,10 @@ pub struct Catalog {
     pub lists: Vec<String>,
     pub filtered: Vec<String>,
     pub products: Vec<String>,
+    /// Words of product titles, for search queries.
+    pub words: Vec<String>,
+    /// Search filters (`key`, `value`): categories, brands, attributes, prices, stock.
+    pub search_filters: Vec<(String, String)>,
 }
 
 /// How many product pages discovery reads to learn attributes.
@@ -172,7 +176,35 @@ pub async fn discover(client: &reqwest::Client, base: &str) -> Result<Catalog, F
     }
     let mut prices: Vec<i64> = summaries.iter().filter_map(|s| s["price"]["min"].as_i64()).collect();
     prices.sort_unstable();
-    Ok(catalog_paths(&categories, &summaries, &attributes, &prices))
+    let mut catalog = catalog_paths(&categories, &summaries, &attributes, &prices);
+    search_terms(&mut catalog, &categories, &summaries, &attributes, &prices);
+    Ok(catalog)
+}
+
+/// What search queries are made of: title words, and filters seen in the catalog.
+fn search_terms(c: &mut Catalog, categories: &[String], summaries: &[Value], attributes: &[(String, String)], prices: &[i64]) {
+    for s in summaries {
+        for word in s["title"].as_str().unwrap_or_default().split(|ch: char| !ch.is_alphanumeric()) {
+            let word = word.to_lowercase();
+            if word.chars().count() >= 3 && !word.chars().all(|ch| ch.is_ascii_digit()) && !c.words.contains(&word) {
+                c.words.push(word);
+            }
+        }
+        if let Some(brand) = s["brand"].as_str() {
+            let pair = ("brand".to_owned(), brand.to_owned());
+            if !c.search_filters.contains(&pair) {
+                c.search_filters.push(pair);
+            }
+        }
+    }
+    c.search_filters.extend(categories.iter().map(|slug| ("category".to_owned(), slug.clone())));
+    c.search_filters.extend(attributes.iter().cloned());
+    if let (Some(low), Some(high)) = (prices.first(), prices.last()) {
+        let mid = prices[prices.len() / 2];
+        c.search_filters.push(("price_max".into(), mid.to_string()));
+        c.search_filters.push(("price_min".into(), ((low + high) / 2).to_string()));
+    }
+    c.search_filters.push(("in_stock".into(), "true".into()));
 }
 
 fn collect_slugs(nodes: &Value, out: &mut Vec<String>) {

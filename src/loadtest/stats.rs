@@ -26,6 +26,7 @@ pub enum Op {
     FilteredProducts,
     Product,
     Categories,
+    Search,
 }
 
 impl Op {
@@ -38,6 +39,7 @@ impl Op {
             Op::FilteredProducts => "filtered_products",
             Op::Product => "product",
             Op::Categories => "categories",
+            Op::Search => "search",
         }
     }
 }

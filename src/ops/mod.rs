@@ -4,6 +4,7 @@
 
 pub mod carts;
 pub mod catalog;
+pub mod catalog_feed;
 pub mod checkout;
 pub mod customers;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod order_batches;
 pub mod password_reset;
 pub mod payments;
 pub mod refunds;
+pub mod search;
 pub mod sessions;
 pub mod staff;
 pub mod stock;

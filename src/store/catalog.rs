@@ -260,6 +260,7 @@ impl Store {
             return Ok(Upsert::Unchanged);
         }
         let action = if outcome == Upsert::Created { "product.import_create" } else { "product.import_update" };
+        tx.product_changed(product_id);
         audit::record(
             &mut tx,
             actor,
@@ -330,6 +331,11 @@ impl Store {
             );
         }
         let mut tx = self.begin().await?;
+        for row in &product_rows {
+            if let Some(Arg::Text(pid)) = row.first() {
+                tx.product_changed(Uuid::parse_str(pid).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            }
+        }
         insert_rows(
             &mut tx,
             "INSERT INTO products (id, slug, title, description, brand, status, options, images, created_at, updated_at) VALUES ",
@@ -543,6 +549,7 @@ impl Store {
         .await
         .map_err(StoreError::from_db)?;
         let category = load_category(&mut tx, category_id).await?;
+        tx.catalog_changed();
         audit::record(
             &mut tx,
             actor,
@@ -595,6 +602,16 @@ impl Store {
         .await
         .map_err(StoreError::from_db)?;
         let after = load_category(&mut tx, category_id).await?;
+        tx.catalog_changed();
+        if after.parent_id != before.parent_id {
+            // Search files products under their categories' ancestors too.
+            let branch = load_tree(&mut tx).await?.descendants(category_id);
+            let mut q = SqlBuilder::new("SELECT DISTINCT product_id FROM product_categories WHERE category_id IN (");
+            q.bind_list(branch.iter().map(|c| c.to_string())).push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                tx.product_changed(id(&row, "product_id")?);
+            }
+        }
         audit::record(
             &mut tx,
             actor,
@@ -627,6 +644,7 @@ impl Store {
             return Err(CatalogError::CategoryInUse);
         }
         sqlx::query("DELETE FROM categories WHERE id = $1").bind(category_id.to_string()).execute(&mut *tx).await?;
+        tx.catalog_changed();
         audit::record(
             &mut tx,
             actor,
@@ -667,6 +685,7 @@ async fn finish_product_change(
     before: Option<&Product>,
 ) -> Result<Product, CatalogError> {
     let after = load_product(&mut tx, product_id).await?.ok_or(StoreError::NotFound("product"))?;
+    tx.product_changed(product_id);
     audit::record(
         &mut tx,
         actor,

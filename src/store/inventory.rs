@@ -235,8 +235,11 @@ impl Store {
             actor,
         )
         .await?;
+        let variant = Uuid::parse_str(&variant_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if delta > 0 {
-            tx.stock_returned(Uuid::parse_str(&variant_id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            tx.stock_returned(variant);
+        } else {
+            tx.stock_changed(variant);
         }
         tx.commit().await?;
         self.stock_level(sku).await?.ok_or(InventoryError::UnknownSku)
@@ -268,6 +271,10 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Every product may now be in stock: the whole catalog is re-read for search.
+        for row in sqlx::query("SELECT id FROM products").fetch_all(&mut *tx).await? {
+            tx.product_changed(id(&row, "id")?);
+        }
         sqlx::query(
             "INSERT INTO stock_movements (id, variant_id, location_id, kind, delta_on_hand, delta_reserved, reason, actor_type, created_at)
              SELECT 'seed-' || s.variant_id, s.variant_id, s.location_id, 'receipt', s.on_hand, 0, 'demo seed', 'cli', $1

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod carts;
 pub mod catalog;
+pub mod catalog_events;
 pub mod customers;
 pub mod fulfilment;
 pub mod idempotency;
@@ -24,6 +25,7 @@ pub mod placement;
 pub mod rates;
 pub mod refunds;
 pub mod rows;
+pub mod search_documents;
 pub mod staff;
 pub mod webhooks;
 
@@ -37,16 +39,21 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
 use uuid::Uuid;
 
+use crate::catalog_versions::CatalogVersions;
 use crate::sold_out::SoldOut;
 
 /// A write transaction. It derefs to the connection (`&mut **tx` / `&mut *tx`
 /// as an executor) and remembers the variants whose stock it gave back, so that
-/// once it has committed the sold-out memory forgets them.
+/// once it has committed the sold-out memory forgets them, and what it changed
+/// in the catalog, which it appends to the catalog's change log just before it
+/// commits.
 pub struct Tx {
     inner: Transaction<'static, Any>,
     dialect: Dialect,
     stock_returned: Vec<Uuid>,
+    catalog: catalog_events::Touched,
     sold_out: Arc<SoldOut>,
+    versions: Arc<CatalogVersions>,
 }
 
 impl std::ops::Deref for Tx {
@@ -63,8 +70,20 @@ impl std::ops::DerefMut for Tx {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let touched = std::mem::take(&mut self.catalog);
+        let logged = if touched.is_empty() {
+            Vec::new()
+        } else {
+            catalog_events::append(&mut self.inner, self.dialect, &touched).await.map_err(|e| match e {
+                StoreError::Db(e) => e,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?
+        };
         self.inner.commit().await?;
+        for (seq, product) in logged {
+            self.versions.note(seq, product);
+        }
         if !self.stock_returned.is_empty() {
             self.sold_out.forget(&self.stock_returned).await;
         }
@@ -84,6 +103,23 @@ impl Tx {
         if !self.stock_returned.contains(&variant) {
             self.stock_returned.push(variant);
         }
+        self.catalog.variants.insert(variant);
+    }
+
+    /// `variant` may have run out (or come back) when this transaction commits:
+    /// its product's "in stock" changes for search.
+    pub(crate) fn stock_changed(&mut self, variant: Uuid) {
+        self.catalog.variants.insert(variant);
+    }
+
+    /// `product`'s catalog data changes when this transaction commits.
+    pub(crate) fn product_changed(&mut self, product: Uuid) {
+        self.catalog.products.insert(product);
+    }
+
+    /// Something every catalog answer may show (a category) changes.
+    pub(crate) fn catalog_changed(&mut self) {
+        self.catalog.everything = true;
     }
 }
 
@@ -153,6 +189,7 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     sold_out: Arc<SoldOut>,
+    versions: Arc<CatalogVersions>,
 }
 
 macro_rules! migrations {
@@ -182,6 +219,7 @@ migrations! {
     6 => "0006_order_lifecycle",
     7 => "0007_notifications",
     8 => "0008_batched_reservations",
+    9 => "0009_catalog_events",
 }
 
 impl Store {
@@ -211,7 +249,7 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Self { pool, dialect, sold_out: Arc::new(SoldOut::in_process()) })
+        Ok(Self { pool, dialect, sold_out: Arc::new(SoldOut::in_process()), versions: Arc::new(CatalogVersions::default()) })
     }
 
     /// Shares `sold_out` (for example one backed by Redis) instead of this
@@ -223,6 +261,16 @@ impl Store {
 
     pub fn sold_out(&self) -> &Arc<SoldOut> {
         &self.sold_out
+    }
+
+    /// Notes this instance's own catalog changes in `versions` as they commit.
+    pub fn with_versions(mut self, versions: Arc<CatalogVersions>) -> Self {
+        self.versions = versions;
+        self
+    }
+
+    pub fn versions(&self) -> &Arc<CatalogVersions> {
+        &self.versions
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -245,7 +293,14 @@ impl Store {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx { inner, dialect: self.dialect, stock_returned: Vec::new(), sold_out: self.sold_out.clone() })
+        Ok(Tx {
+            inner,
+            dialect: self.dialect,
+            stock_returned: Vec::new(),
+            catalog: catalog_events::Touched::default(),
+            sold_out: self.sold_out.clone(),
+            versions: self.versions.clone(),
+        })
     }
 
     /// A write transaction whose commit does not wait for the disk (PostgreSQL

@@ -136,6 +136,12 @@ impl Store {
                 }
             }
         }
+        // Search shows whether a product is in stock: log the variants this batch emptied.
+        for variant in allocation.sold_out() {
+            if winners.iter().any(|(_, grants)| grants.iter().any(|g| g.variant == variant)) {
+                tx.stock_changed(variant);
+            }
+        }
         reopen_carts(&mut tx, batch, &losers).await?;
         if !winners.is_empty() {
             write_orders(&mut tx, batch, &winners).await?;

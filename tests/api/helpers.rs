@@ -196,7 +196,12 @@ impl TestApp {
     /// would be: its own pool, order batches and sold-out memory. `settings`
     /// defaults to this one's.
     pub async fn another_instance(&self, settings: Option<Settings>) -> TestApp {
-        let settings = Settings { database_url: self.settings.database_url.clone(), ..settings.unwrap_or(self.settings.clone()) };
+        let settings = Settings {
+            database_url: self.settings.database_url.clone(),
+            // Every instance keeps its own search index.
+            search_path: Some(self.settings.data_dir.join(format!("search-{}", Uuid::now_v7().simple()))),
+            ..settings.unwrap_or(self.settings.clone())
+        };
         let app = Application::build(&settings).await.expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let (store, jobs) = (app.store().clone(), app.job_registry().clone());

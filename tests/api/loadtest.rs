@@ -42,7 +42,11 @@ fn op(step: &StepReport, op: Op) -> &mercato::loadtest::report::OpReport {
 
 /// A second server on the same database, as a shop with two instances runs.
 async fn second_instance(app: &TestApp) -> String {
-    let second = mercato::startup::Application::build(&app.settings).await.expect("second instance builds");
+    let settings = mercato::config::Settings {
+        search_path: Some(app.settings.data_dir.join(format!("search-{}", uuid::Uuid::now_v7().simple()))),
+        ..app.settings.clone()
+    };
+    let second = mercato::startup::Application::build(&settings).await.expect("second instance builds");
     let address = format!("http://127.0.0.1:{}", second.port());
     tokio::spawn(second.run_until(std::future::pending()));
     address
@@ -133,11 +137,21 @@ async fn browse_reads_what_the_catalog_holds_without_staff(app: TestApp) {
     let step = &report.steps[0];
     assert!(step.requests > 20, "{}", report.text());
     assert_eq!(step.errors, 0, "{}", report.text());
-    for kind in [Op::Products, Op::FilteredProducts, Op::Product, Op::Categories] {
+    for kind in [Op::Products, Op::FilteredProducts, Op::Product, Op::Categories, Op::Search] {
         assert!(op(step, kind).ok > 0);
     }
     assert_eq!(report.verdict, Verdict::Passed);
     assert!(report.invariants.is_empty());
+
+    // The search scenario: words of the titles with two filters each.
+    let mut o = Options::new(&app.address, Scenario::Search);
+    o.load = Load::Closed { concurrency: 4 };
+    o.step = Duration::from_secs(1);
+    let Outcome { report, .. } = run(o).await;
+    let step = &report.steps[0];
+    assert_eq!(step.errors, 0, "{}", report.text());
+    assert!(op(step, Op::Search).ok > 10, "{}", report.text());
+    assert_eq!(step.ops.len(), 1, "{}", report.text());
     assert!(report.invariants_note.as_deref().unwrap().contains("no staff credentials"));
 }
 

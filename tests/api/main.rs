@@ -16,6 +16,7 @@ mod loadtest;
 mod notifications;
 mod operations;
 mod rbac;
+mod search;
 mod sold_out;
 mod stripe;
 mod webhooks;
