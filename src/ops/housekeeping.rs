@@ -18,6 +18,9 @@ pub const LOW_STOCK_SCAN: &str = "housekeeping.low_stock";
 
 /// How long finished jobs are kept for inspection.
 const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long catalog changes stay in the log: an instance (its search index)
+/// down for longer rebuilds its index from the catalog when it starts.
+const KEEP_CATALOG_EVENTS: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Each queued task and how often it runs.
 pub fn schedule() -> Vec<(&'static str, Duration)> {
@@ -69,7 +72,8 @@ impl JobHandler for Purge {
         Box::pin(async move {
             let keys = store.purge_idempotency_keys().await.map_err(|e| e.to_string())?;
             let jobs = store.purge_finished_jobs(KEEP_FINISHED_JOBS).await.map_err(|e| e.to_string())?;
-            tracing::info!(idempotency_keys = keys, jobs, "purged old records");
+            let catalog_events = store.purge_catalog_events(KEEP_CATALOG_EVENTS).await.map_err(|e| e.to_string())?;
+            tracing::info!(idempotency_keys = keys, jobs, catalog_events, "purged old records");
             Ok(())
         })
     }

@@ -104,11 +104,12 @@ impl Store {
         Ok((lo, hi))
     }
 
-    /// Forgets changes older than `before`, always keeping the newest row, so a
+    /// Forgets changes older than `age`, always keeping the newest row, so a
     /// reader can tell that positions before the oldest kept one are gone.
-    pub async fn purge_catalog_events(&self, before: &str) -> StoreResult<u64> {
+    pub async fn purge_catalog_events(&self, age: std::time::Duration) -> StoreResult<u64> {
+        let cutoff = super::format_time(time::OffsetDateTime::now_utc() - age);
         let done = sqlx::query("DELETE FROM catalog_events WHERE at < $1 AND seq < (SELECT MAX(seq) FROM catalog_events)")
-            .bind(before)
+            .bind(cutoff)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
