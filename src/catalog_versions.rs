@@ -56,16 +56,18 @@ impl CatalogVersions {
 
     /// Changes `seq` of the log touched `product` (None: the whole catalog).
     pub fn note(&self, seq: u64, product: Option<Uuid>) {
+        let mut products = self.lock();
+        // Under the lock, so a fold below always lifts the base past this change.
+        self.latest.fetch_max(seq, Ordering::AcqRel);
         if let Some(product) = product {
-            let mut products = self.lock();
             if products.changed.len() >= MAX_TRACKED_PRODUCTS {
-                products.base = products.base.max(self.latest.load(Ordering::Acquire)).max(seq);
+                let highest = products.changed.values().copied().max().unwrap_or(0);
+                products.base = products.base.max(highest).max(self.latest.load(Ordering::Acquire));
                 products.changed.clear();
             }
             let entry = products.changed.entry(product).or_insert(seq);
             *entry = (*entry).max(seq);
         }
-        self.latest.fetch_max(seq, Ordering::AcqRel);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Products> {

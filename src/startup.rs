@@ -64,7 +64,13 @@ impl Application {
             let documents = catalog_feed::rebuild(&store, &search, &indicatif::ProgressBar::hidden()).await?;
             tracing::info!(documents, elapsed_ms = started.elapsed().as_millis() as u64, "search index built");
         }
-        catalog_feed::spawn(store.clone(), search.clone(), versions, Duration::from_millis(settings.search_poll_ms));
+        catalog_feed::spawn(
+            store.clone(),
+            search.clone(),
+            versions,
+            log_position,
+            Duration::from_millis(settings.search_poll_ms),
+        );
         let shared_cache = match &settings.redis_url {
             Some(url) => Some(
                 RedisLayer::connect(url, &settings.redis_prefix, Duration::from_secs(settings.cache_ttl_secs))

@@ -72,8 +72,8 @@ pub async fn get_product(
                 .catalog
                 .cache
                 .get_or_load(Kind::Slug, key, async {
-                    let product = state.store.product_by_slug(&id_or_slug).await?.ok_or(ApiError::NotFound("product"))?;
-                    Ok(product.id.to_string().into_bytes())
+                    let product = state.store.product_id_by_slug(&id_or_slug).await?.ok_or(ApiError::NotFound("product"))?;
+                    Ok(product.to_string().into_bytes())
                 })
                 .await?;
             std::str::from_utf8(&found.body)

@@ -155,6 +155,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::list_categories))
         .routes(routes!(search::search))
         .routes(routes!(search::suggest))
+        .routes(routes!(search::index_status))
         .routes(routes!(search::reindex))
         .routes(routes!(admin_staff::login))
         .routes(routes!(admin_staff::refresh))

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 
@@ -44,7 +44,9 @@ fn pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
 )]
 pub async fn search(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let request = SearchRequest::parse(&pairs(query.as_deref())?).map_err(ApiError::Validation)?;
-    let key = format!("{}:{}", state.catalog.search.position(), query.as_deref().unwrap_or(""));
+    // The category names of facets come from the catalog, the rest from the index.
+    let key =
+        format!("{}:{}:{}", state.catalog.search.position(), state.store.versions().catalog(), query.as_deref().unwrap_or(""));
     cached_json(&state, &headers, Kind::Search, key, async {
         let categories = state.catalog.categories.get(&state.store, state.store.versions()).await?;
         ops::search(&state.catalog.search, &categories, request, state.default_currency).await
@@ -68,22 +70,50 @@ pub async fn suggest(State(state): State<AppState>, headers: HeaderMap, RawQuery
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Reindexed {
-    /// Products in the index.
+pub struct IndexStatus {
+    /// Products searchable now.
     pub documents: u64,
     /// The catalog change-log position the index reflects.
     pub position: u64,
+    /// A rebuild is running (searches answer from the previous index meanwhile).
+    pub rebuilding: bool,
 }
 
-/// Rebuilds this instance's search index from the catalog (searches keep
-/// answering from the old index until the new one is complete).
+fn status(index: &crate::search::SearchIndex) -> IndexStatus {
+    IndexStatus { documents: index.documents(), position: index.position(), rebuilding: index.is_rebuilding() }
+}
+
+/// This instance's search index: size, position and whether a rebuild runs.
+#[utoipa::path(get, path = "/v1/admin/search", tag = "admin-catalog",
+    responses((status = 200, body = IndexStatus)), security(("staff_token" = ["catalog:read"])))]
+pub async fn index_status(_staff: Staff<perm::CatalogRead>, State(state): State<AppState>) -> Json<IndexStatus> {
+    Json(status(&state.catalog.search))
+}
+
+/// Starts a rebuild of this instance's search index from the catalog, in the
+/// background; searches keep answering from the old index until the new one
+/// is complete. Follow it with `GET /v1/admin/search`.
 #[utoipa::path(post, path = "/v1/admin/search/reindex", tag = "admin-catalog",
-    responses((status = 200, body = Reindexed)), security(("staff_token" = ["catalog:write"])))]
-pub async fn reindex(staff: Staff<perm::CatalogWrite>, State(state): State<AppState>) -> ApiResult<Json<Reindexed>> {
-    let index = &state.catalog.search;
-    let documents = crate::ops::catalog_feed::rebuild(&state.store, index, &indicatif::ProgressBar::hidden())
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    tracing::info!(staff.id = %staff.id, documents, "search index rebuilt");
-    Ok(Json(Reindexed { documents, position: index.position() }))
+    responses((status = 202, body = IndexStatus), (status = 409, body = Problem)), security(("staff_token" = ["catalog:write"])))]
+pub async fn reindex(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+) -> ApiResult<(StatusCode, Json<IndexStatus>)> {
+    let index = state.catalog.search.clone();
+    if !index.start_rebuild() {
+        return Err(ApiError::conflict("reindex_running", None, "a rebuild of the search index is already running"));
+    }
+    let (store, running) = (state.store.clone(), index.clone());
+    let staff_id = staff.id;
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match crate::ops::catalog_feed::rebuild(&store, &running, &indicatif::ProgressBar::hidden()).await {
+            Ok(documents) => {
+                tracing::info!(staff.id = %staff_id, documents, elapsed_ms = started.elapsed().as_millis() as u64, "search index rebuilt")
+            }
+            Err(e) => tracing::error!(staff.id = %staff_id, error = %e, "search index rebuild failed; the previous index stays"),
+        }
+        running.finish_rebuild();
+    });
+    Ok((StatusCode::ACCEPTED, Json(status(&index))))
 }

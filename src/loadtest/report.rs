@@ -92,6 +92,7 @@ pub struct ErrorCount {
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
     pub p99_9: f64,
     pub max: f64,
@@ -107,6 +108,7 @@ impl Percentiles {
         Percentiles {
             p50: ms(h.value_at_quantile(0.5)),
             p90: ms(h.value_at_quantile(0.9)),
+            p95: ms(h.value_at_quantile(0.95)),
             p99: ms(h.value_at_quantile(0.99)),
             p99_9: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
@@ -221,12 +223,13 @@ impl Report {
                 let p = &op.latency_ms;
                 let _ = writeln!(
                     s,
-                    "  {:<18} {:>7} ok of {:>7}   ms p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+                    "  {:<18} {:>7} ok of {:>7}   ms p50 {:.1}  p90 {:.1}  p95 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
                     op.op.name(),
                     op.ok,
                     op.requests,
                     p.p50,
                     p.p90,
+                    p.p95,
                     p.p99,
                     p.p99_9,
                     p.max
@@ -303,7 +306,7 @@ mod tests {
         let p = &checkout.latency_ms;
         assert!((49.0..=52.0).contains(&p.p50), "{p:?}");
         assert!((99.0..=101.0).contains(&p.p99), "{p:?}");
-        assert!(p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p99_9 && p.p99_9 <= p.max);
+        assert!(p.p50 <= p.p90 && p.p90 <= p.p95 && p.p95 <= p.p99 && p.p99 <= p.p99_9 && p.p99_9 <= p.max);
         assert_eq!(reports[0].requests, 1);
         assert_eq!(timeline.iter().map(|s| s.requests).sum::<u64>(), 101);
         let json: serde_json::Value = serde_json::from_str(

@@ -199,10 +199,10 @@ fn search_terms(c: &mut Catalog, categories: &[String], summaries: &[Value], att
     }
     c.search_filters.extend(categories.iter().map(|slug| ("category".to_owned(), slug.clone())));
     c.search_filters.extend(attributes.iter().cloned());
-    if let (Some(low), Some(high)) = (prices.first(), prices.last()) {
-        let mid = prices[prices.len() / 2];
-        c.search_filters.push(("price_max".into(), mid.to_string()));
-        c.search_filters.push(("price_min".into(), ((low + high) / 2).to_string()));
+    // Any pair of these is a valid range: the lower quartile is never above the median.
+    if !prices.is_empty() {
+        c.search_filters.push(("price_min".into(), prices[prices.len() / 4].to_string()));
+        c.search_filters.push(("price_max".into(), prices[prices.len() / 2].to_string()));
     }
     c.search_filters.push(("in_stock".into(), "true".into()));
 }

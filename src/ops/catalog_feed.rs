@@ -1,9 +1,12 @@
-//! Keeps this instance's search index and catalog versions current by tailing
-//! the catalog's change log, and builds the index from the catalog when it is
-//! missing, outdated or from another database.
+//! Follows the catalog's change log: one tail moves this instance's catalog
+//! versions (cache keys), another keeps its search index current; and builds
+//! the index from the catalog when it is missing, outdated or from another
+//! database. The two tails are separate so that a long rebuild of the index
+//! never holds the caches back.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
@@ -12,9 +15,10 @@ use uuid::Uuid;
 use crate::catalog_versions::CatalogVersions;
 use crate::domain::category_tree::Tree;
 use crate::search::{SearchError, SearchIndex};
+use crate::store::search_documents::SearchDocument;
 use crate::store::{Store, StoreError};
 
-/// Changes read (and indexed in one commit) per step.
+/// Changes read per step.
 const EVENTS_PER_STEP: i64 = 2_000;
 /// Products read from the database per query.
 const PRODUCTS_PER_READ: usize = 1_000;
@@ -25,24 +29,40 @@ pub enum FeedError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Search(#[from] SearchError),
+    #[error("indexing task: {0}")]
+    Task(String),
+    /// Changes after the index's position were purged from the log.
+    #[error("the search index is older than the catalog's change log")]
+    Behind,
 }
 
 /// Whether the index must be rebuilt before it can follow the log: never
-/// built, ahead of the log (another database), or behind what the log still holds.
+/// built, ahead of the log (it was built from another database), or behind
+/// what the log still holds (the changes it missed were purged).
 pub async fn needs_rebuild(store: &Store, index: &SearchIndex) -> Result<bool, FeedError> {
     let (oldest, newest) = store.catalog_log_bounds().await?;
     let at = index.position();
     Ok(!index.is_built() || at > newest || (oldest > 0 && at + 1 < oldest))
 }
 
-/// Indexes every published product, then makes the result searchable at once.
-/// Changes logged meanwhile are applied by the feed afterwards.
+/// Indexes every published product, then makes the result searchable at once;
+/// until then searches answer from the old index. Changes logged meanwhile are
+/// applied by the feed afterwards. On failure nothing of it is kept.
 pub async fn rebuild(store: &Store, index: &Arc<SearchIndex>, progress: &ProgressBar) -> Result<u64, FeedError> {
     let _writing = index.writing.lock().await;
+    let outcome = rebuild_locked(store, index, progress).await;
+    if outcome.is_err() {
+        let _ = index.rollback();
+    }
+    outcome
+}
+
+async fn rebuild_locked(store: &Store, index: &Arc<SearchIndex>, progress: &ProgressBar) -> Result<u64, FeedError> {
     // Everything logged up to here is committed, so the pages read below show it.
     let (_, position) = store.catalog_log_bounds().await?;
-    let tree = category_tree(store).await?;
+    let tree = Arc::new(category_tree(store).await?);
     progress.set_length(store.count_published_products().await?);
+    index.rollback()?;
     index.stage_clear()?;
     let mut after = None;
     let mut indexed = 0;
@@ -50,66 +70,146 @@ pub async fn rebuild(store: &Store, index: &Arc<SearchIndex>, progress: &Progres
         let docs = store.search_documents_page(after, PRODUCTS_PER_READ as i64).await?;
         let Some(last) = docs.last() else { break };
         after = Some(last.id);
-        index.stage(&tree, &[], &docs)?;
         indexed += docs.len() as u64;
         progress.inc(docs.len() as u64);
+        stage(index, &tree, Vec::new(), docs).await?;
     }
-    let committing = index.clone();
-    tokio::task::spawn_blocking(move || committing.commit(position))
-        .await
-        .map_err(|e| SearchError::Directory(format!("commit task: {e}")))??;
+    commit(index, position).await?;
     progress.finish();
     Ok(indexed)
 }
 
-/// Applies the next changes of the log; returns how many were read.
-pub async fn step(store: &Store, index: &Arc<SearchIndex>, versions: &CatalogVersions) -> Result<usize, FeedError> {
+/// Applies the next changes of the log to the index; returns how many were read.
+pub async fn step(store: &Store, index: &Arc<SearchIndex>) -> Result<usize, FeedError> {
     let _writing = index.writing.lock().await;
-    let events = store.catalog_events_after(index.position(), EVENTS_PER_STEP).await?;
+    let position = index.position();
+    let events = store.catalog_events_after(position, EVENTS_PER_STEP).await?;
     let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
-    let changed: Vec<Uuid> = events.iter().filter_map(|e| e.product_id).collect::<BTreeSet<_>>().into_iter().collect();
-    if !changed.is_empty() {
-        let tree = category_tree(store).await?;
-        for chunk in changed.chunks(PRODUCTS_PER_READ) {
-            let docs = store.search_documents(chunk).await?;
-            index.stage(&tree, chunk, &docs)?;
-        }
+    // A gap is usually a rolled-back append; it is a purge when the log starts after it.
+    if events[0].seq > position + 1 && store.catalog_log_bounds().await?.0 > position + 1 {
+        return Err(FeedError::Behind);
     }
-    let committing = index.clone();
-    tokio::task::spawn_blocking(move || committing.commit(last))
-        .await
-        .map_err(|e| SearchError::Directory(format!("commit task: {e}")))??;
+    let outcome = async {
+        let changed: Vec<Uuid> = events.iter().filter_map(|e| e.product_id).collect::<BTreeSet<_>>().into_iter().collect();
+        if !changed.is_empty() {
+            let tree = Arc::new(category_tree(store).await?);
+            for chunk in changed.chunks(PRODUCTS_PER_READ) {
+                let docs = store.search_documents(chunk).await?;
+                stage(index, &tree, chunk.to_vec(), docs).await?;
+            }
+        }
+        commit(index, last).await
+    }
+    .await;
+    if outcome.is_err() {
+        let _ = index.rollback();
+    }
+    outcome?;
     let now = time::OffsetDateTime::now_utc();
     for e in &events {
-        versions.note(e.seq, e.product_id);
         if let Ok(at) = time::OffsetDateTime::parse(&e.at, &time::format_description::well_known::Rfc3339) {
             metrics::histogram!("mercato_search_index_lag_seconds").record((now - at).as_seconds_f64().max(0.0));
         }
     }
     metrics::gauge!("mercato_search_index_position").set(last as f64);
-    metrics::gauge!("mercato_search_documents").set(index.len() as f64);
+    metrics::gauge!("mercato_search_documents").set(index.documents() as f64);
     Ok(events.len())
 }
 
-/// Follows the log every `poll` for as long as the process runs.
-pub fn spawn(store: Store, index: Arc<SearchIndex>, versions: Arc<CatalogVersions>, poll: Duration) {
+/// Moves the catalog versions past the next changes of the log from `after`;
+/// returns the new position.
+async fn note_versions(store: &Store, versions: &CatalogVersions, after: u64) -> Result<(u64, usize), FeedError> {
+    let events = store.catalog_events_after(after, EVENTS_PER_STEP).await?;
+    for e in &events {
+        versions.note(e.seq, e.product_id);
+    }
+    Ok((events.last().map_or(after, |e| e.seq), events.len()))
+}
+
+/// Follows the log every `poll` for as long as the process runs. `position`:
+/// where `versions` start (the log's end when the instance started).
+pub fn spawn(store: Store, index: Arc<SearchIndex>, versions: Arc<CatalogVersions>, position: u64, poll: Duration) {
+    let versions_store = store.clone();
     tokio::spawn(async move {
-        let mut failing_since: Option<Instant> = None;
-        loop {
-            match step(&store, &index, &versions).await {
-                // A full step means more is waiting: go on at once.
-                Ok(n) if n as i64 == EVENTS_PER_STEP => continue,
-                Ok(_) => failing_since = None,
-                Err(e) => {
-                    if failing_since.is_none() {
-                        tracing::warn!(error = %e, "search feed: cannot apply catalog changes; retrying");
-                        failing_since = Some(Instant::now());
+        let at = AtomicU64::new(position);
+        follow("catalog versions", poll, || {
+            let (store, versions, at) = (&versions_store, &versions, &at);
+            async move {
+                let (next, read) = note_versions(store, versions, at.load(Ordering::Relaxed)).await?;
+                at.store(next, Ordering::Relaxed);
+                Ok(read)
+            }
+        })
+        .await
+    });
+    tokio::spawn(async move {
+        follow("search index", poll, || {
+            let (store, index) = (&store, &index);
+            async move {
+                if index.is_rebuilding() {
+                    return Ok(0); // staff asked for a rebuild; it holds the writer
+                }
+                match step(store, index).await {
+                    Err(FeedError::Behind) if index.start_rebuild() => {
+                        tracing::warn!("search index: changes it missed were purged from the log; rebuilding");
+                        let rebuilt = rebuild(store, index, &ProgressBar::hidden()).await;
+                        index.finish_rebuild();
+                        rebuilt.map(|_| 0)
                     }
+                    other => other,
                 }
             }
-            tokio::time::sleep(if failing_since.is_some() { poll * 4 } else { poll }).await;
-        }
+        })
+        .await
     });
+}
+
+/// Runs `step` every `poll`, at once again while it reads full batches, and
+/// logs a failure once per outage.
+async fn follow<F, Fut>(what: &'static str, poll: Duration, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, FeedError>>,
+{
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        match step().await {
+            Ok(n) if n as i64 == EVENTS_PER_STEP => continue,
+            Ok(_) => {
+                if failing_since.take().is_some() {
+                    tracing::info!(what, "catalog feed recovered");
+                }
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    tracing::warn!(what, error = %e, "catalog feed: cannot apply catalog changes; retrying");
+                    failing_since = Some(Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(if failing_since.is_some() { poll * 4 } else { poll }).await;
+    }
+}
+
+/// Stages documents off the async threads (building them is CPU work and the
+/// writer may block when its queue is full).
+async fn stage(
+    index: &Arc<SearchIndex>,
+    tree: &Arc<Tree>,
+    changed: Vec<Uuid>,
+    docs: Vec<SearchDocument>,
+) -> Result<(), FeedError> {
+    let (index, tree) = (index.clone(), tree.clone());
+    tokio::task::spawn_blocking(move || index.stage(&tree, &changed, &docs))
+        .await
+        .map_err(|e| FeedError::Task(e.to_string()))??;
+    Ok(())
+}
+
+async fn commit(index: &Arc<SearchIndex>, position: u64) -> Result<(), FeedError> {
+    let index = index.clone();
+    tokio::task::spawn_blocking(move || index.commit(position)).await.map_err(|e| FeedError::Task(e.to_string()))??;
+    Ok(())
 }
 
 async fn category_tree(store: &Store) -> Result<Tree, StoreError> {

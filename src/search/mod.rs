@@ -58,6 +58,7 @@ pub struct SearchIndex {
     /// Held by whoever writes to the index (the feed, a rebuild), so a rebuild's
     /// many pages are never committed half-way by the feed.
     pub(crate) writing: tokio::sync::Mutex<()>,
+    rebuilding: std::sync::atomic::AtomicBool,
 }
 
 /// One page of hits with its total and facet counts.
@@ -113,6 +114,7 @@ impl SearchIndex {
             position: AtomicU64::new(payload.as_ref().map_or(0, |p| p.position)),
             built: payload.is_some().into(),
             writing: tokio::sync::Mutex::new(()),
+            rebuilding: false.into(),
         })
     }
 
@@ -163,13 +165,29 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// Drops every change staged since the last commit (after a failed step
+    /// or rebuild, so a later commit cannot publish half of it).
+    pub fn rollback(&self) -> Result<(), SearchError> {
+        self.writer().rollback()?;
+        Ok(())
+    }
+
     /// Number of documents searchable now.
-    pub fn len(&self) -> u64 {
+    pub fn documents(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Claims the index for a rebuild; false when one is already running.
+    pub fn start_rebuild(&self) -> bool {
+        !self.rebuilding.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn finish_rebuild(&self) {
+        self.rebuilding.store(false, Ordering::Release);
+    }
+
+    pub fn is_rebuilding(&self) -> bool {
+        self.rebuilding.load(Ordering::Acquire)
     }
 
     /// Size of the index files on disk.

@@ -363,6 +363,11 @@ impl Store {
         load_product(&mut conn, product_id).await
     }
 
+    pub async fn product_id_by_slug(&self, slug: &str) -> StoreResult<Option<Uuid>> {
+        let row = sqlx::query("SELECT id FROM products WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await?;
+        row.map(|r| id(&r, "id")).transpose()
+    }
+
     pub async fn product_by_slug(&self, slug: &str) -> StoreResult<Option<Product>> {
         let row = sqlx::query("SELECT id FROM products WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await?;
         match row {

@@ -21,7 +21,8 @@ const APPEND_LOCK: i64 = 0x6d65_7263_6174_6f01;
 #[derive(Debug, Default)]
 pub struct Touched {
     pub products: BTreeSet<Uuid>,
-    /// Variants whose stock may have crossed zero: their products are logged.
+    /// Variants whose stock may have crossed zero: their products are logged
+    /// if their "in stock" changed.
     pub variants: BTreeSet<Uuid>,
     pub everything: bool,
 }
@@ -40,8 +41,14 @@ pub struct CatalogEvent {
     pub at: String,
 }
 
+/// Whether a product has stock somewhere (each location's on_hand − reserved is
+/// never negative, so "some location has some" is "the sum is positive").
+const IN_STOCK: &str = "CASE WHEN EXISTS (SELECT 1 FROM variants v JOIN stock_levels s ON s.variant_id = v.id
+     WHERE v.product_id = products.id AND s.on_hand - s.reserved > 0) THEN 1 ELSE 0 END";
+
 /// Appends one row per touched product (and one for `everything`); returns
-/// what was appended.
+/// what was appended. Products touched through their variants' stock are
+/// logged only when their `in_stock` flag really changed (it is updated here).
 pub(super) async fn append(
     conn: &mut AnyConnection,
     dialect: Dialect,
@@ -49,10 +56,12 @@ pub(super) async fn append(
 ) -> StoreResult<Vec<(u64, Option<Uuid>)>> {
     let mut products = touched.products.clone();
     if !touched.variants.is_empty() {
-        let mut q = SqlBuilder::new("SELECT DISTINCT product_id FROM variants WHERE id IN (");
-        q.bind_list(touched.variants.iter().map(|v| v.to_string())).push(")");
+        let mut q = SqlBuilder::new("UPDATE products SET in_stock = ");
+        q.push(IN_STOCK).push(" WHERE id IN (SELECT product_id FROM variants WHERE id IN (");
+        q.bind_list(touched.variants.iter().map(|v| v.to_string())).push(")) AND in_stock <> ");
+        q.push(IN_STOCK).push(" RETURNING id");
         for row in q.build().fetch_all(&mut *conn).await? {
-            products.extend(opt_id(&row, "product_id")?);
+            products.extend(opt_id(&row, "id")?);
         }
     }
     let mut rows: Vec<Option<Uuid>> = products.into_iter().map(Some).collect();
@@ -77,6 +86,14 @@ pub(super) async fn append(
         }
     }
     Ok(appended)
+}
+
+/// Brings every product's `in_stock` flag up to date (after a bulk stock load);
+/// returns the products whose flag changed.
+pub(super) async fn refresh_in_stock(conn: &mut AnyConnection) -> StoreResult<Vec<Uuid>> {
+    let mut q = SqlBuilder::new("UPDATE products SET in_stock = ");
+    q.push(IN_STOCK).push(" WHERE in_stock <> ").push(IN_STOCK).push(" RETURNING id");
+    q.build().fetch_all(&mut *conn).await?.iter().map(|r| super::rows::id(r, "id")).collect()
 }
 
 fn seq(row: &sqlx::any::AnyRow) -> StoreResult<u64> {

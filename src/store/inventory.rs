@@ -271,9 +271,8 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Every product may now be in stock: the whole catalog is re-read for search.
-        for row in sqlx::query("SELECT id FROM products").fetch_all(&mut *tx).await? {
-            tx.product_changed(id(&row, "id")?);
+        for product in super::catalog_events::refresh_in_stock(&mut tx).await? {
+            tx.product_changed(product);
         }
         sqlx::query(
             "INSERT INTO stock_movements (id, variant_id, location_id, kind, delta_on_hand, delta_reserved, reason, actor_type, created_at)

@@ -4,9 +4,11 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::rows::{id, int, json, opt_text, text};
+use super::rows::{flag, id, int, json, opt_text, text};
 use super::{SqlBuilder, Store, StoreResult};
 use crate::domain::catalog::Image;
+
+const SELECT_DOCUMENT: &str = "SELECT id, slug, title, description, brand, images, in_stock, created_at FROM products";
 
 /// One published product as the index sees it.
 #[derive(Debug, Clone)]
@@ -35,10 +37,8 @@ impl Store {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        let mut q = SqlBuilder::new(
-            "SELECT id, slug, title, description, brand, images, created_at FROM products
-             WHERE status = 'published' AND id IN (",
-        );
+        let mut q = SqlBuilder::new(SELECT_DOCUMENT);
+        q.push(" WHERE status = 'published' AND id IN (");
         q.bind_list(products.iter().map(|p| p.to_string())).push(") ORDER BY id");
         let rows = q.build().fetch_all(&self.pool).await?;
         self.complete(rows).await
@@ -46,14 +46,10 @@ impl Store {
 
     /// Up to `limit` published products after `after`, in id order (for rebuilding the index).
     pub async fn search_documents_page(&self, after: Option<Uuid>, limit: i64) -> StoreResult<Vec<SearchDocument>> {
-        let rows = sqlx::query(
-            "SELECT id, slug, title, description, brand, images, created_at FROM products
-             WHERE status = 'published' AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after.map(|a| a.to_string()).unwrap_or_default())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut q = SqlBuilder::new(SELECT_DOCUMENT);
+        q.push(" WHERE status = 'published' AND id > ");
+        q.bind(after.map(|a| a.to_string()).unwrap_or_default()).push(" ORDER BY id LIMIT ").bind(limit);
+        let rows = q.build().fetch_all(&self.pool).await?;
         self.complete(rows).await
     }
 
@@ -76,7 +72,7 @@ impl Store {
                 category_ids: Vec::new(),
                 attributes: Vec::new(),
                 prices: Vec::new(),
-                in_stock: false,
+                in_stock: flag(r, "in_stock")?,
                 image: images.into_iter().next(),
                 created_at: text(r, "created_at")?,
             });
@@ -112,12 +108,6 @@ impl Store {
             .await?
         {
             docs[slot(&at, &r)?].prices.push((text(&r, "currency")?, int(&r, "min_minor")?, int(&r, "max_minor")?));
-        }
-        let mut stocked =
-            related("SELECT v.product_id FROM variants v JOIN stock_levels s ON s.variant_id = v.id WHERE v.product_id IN (");
-        stocked.push(" GROUP BY v.product_id HAVING SUM(s.on_hand - s.reserved) > 0");
-        for r in stocked.build().fetch_all(&mut *conn).await? {
-            docs[slot(&at, &r)?].in_stock = true;
         }
         Ok(docs)
     }

@@ -150,13 +150,25 @@ async fn search_follows_prices_publication_and_stock(app: TestApp) {
     let cheap = wait_for(&app, "/v1/search?price_max=600", |b| b["total"] == 1).await;
     assert_eq!(cheap["items"][0]["price"]["min"], 500);
 
-    app.admin_post(
-        "/v1/admin/inventory/adjustments",
-        &token,
-        json!({"sku": "LS-S0", "delta": -5, "reason": "damaged", "kind": "adjustment"}),
-    )
-    .await
-    .expect(201);
+    // Stock that stays above zero is no change to the catalog: nothing is logged.
+    let adjust = |delta: i64| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.admin_post(
+                "/v1/admin/inventory/adjustments",
+                token,
+                json!({"sku": "LS-S0", "delta": delta, "reason": "count", "kind": "adjustment"}),
+            )
+            .await
+            .expect(201);
+        }
+    };
+    let (_, logged) = app.store.catalog_log_bounds().await.unwrap();
+    adjust(3).await;
+    adjust(-2).await;
+    assert_eq!(app.store.catalog_log_bounds().await.unwrap().1, logged);
+    adjust(-6).await;
+    assert_eq!(app.store.catalog_log_bounds().await.unwrap().1, logged + 1);
     wait_for(&app, "/v1/search?in_stock=true", |b| b["total"] == 0).await;
 
     let id = shirt["id"].as_str().unwrap();
@@ -165,8 +177,18 @@ async fn search_follows_prices_publication_and_stock(app: TestApp) {
 
     // A rebuild by staff gives the same answers.
     let before = app.get("/v1/search?q=linen&sort=price_asc").await.expect(200);
-    let rebuilt = app.admin_post("/v1/admin/search/reindex", &token, json!({})).await.expect(200);
-    assert_eq!(rebuilt["documents"], 5);
+    let started = app.admin_post("/v1/admin/search/reindex", &token, json!({})).await.expect(202);
+    assert_eq!(started["rebuilding"], true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.admin_get("/v1/admin/search", &token).await.expect(200);
+        if status["rebuilding"] == false {
+            assert_eq!(status["documents"], 5);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rebuild never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let after = app.get("/v1/search?q=linen&sort=price_asc").await.expect(200);
     assert_eq!(titles(&before), titles(&after));
 }
