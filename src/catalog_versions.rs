@@ -6,9 +6,11 @@
 //! change of the product for its page. A version only grows, and every value
 //! stored under version `v` was read from the database after the change `v` had
 //! committed, so an answer found under the current version is never older than
-//! what this instance knows. Instances that know the same changes compute the
-//! same keys, which lets them share a second cache layer (Redis) safely. No entry
-//! is ever invalidated: a change moves the key, and the old entry ages out.
+//! what this instance knows. That holds for a key found in a second cache layer
+//! (Redis) written by another instance too, so instances can share one; their
+//! keys differ at times (each starts from its own position), which only costs
+//! hits. No entry is ever invalidated: a change moves the key, and the old entry
+//! ages out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

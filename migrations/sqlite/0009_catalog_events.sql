@@ -9,6 +9,6 @@ CREATE INDEX catalog_events_at_idx ON catalog_events (at);
 
 -- Whether any variant of the product has stock somewhere (see the PostgreSQL migration).
 ALTER TABLE products ADD COLUMN in_stock BIGINT NOT NULL DEFAULT 0;
-UPDATE products SET in_stock = 1 WHERE EXISTS (
-    SELECT 1 FROM variants v JOIN stock_levels s ON s.variant_id = v.id
-    WHERE v.product_id = products.id AND s.on_hand - s.reserved > 0);
+UPDATE products SET in_stock = 1 WHERE id IN (
+    SELECT v.product_id FROM variants v JOIN stock_levels s ON s.variant_id = v.id
+    WHERE s.on_hand - s.reserved > 0);

@@ -41,14 +41,16 @@ pub struct CatalogEvent {
     pub at: String,
 }
 
-/// Whether a product has stock somewhere (each location's on_hand − reserved is
-/// never negative, so "some location has some" is "the sum is positive").
-const IN_STOCK: &str = "CASE WHEN EXISTS (SELECT 1 FROM variants v JOIN stock_levels s ON s.variant_id = v.id
-     WHERE v.product_id = products.id AND s.on_hand - s.reserved > 0) THEN 1 ELSE 0 END";
+/// Products with stock somewhere (each location's on_hand − reserved is never
+/// negative, so "some location has some" is "the sum is positive"), as a
+/// subquery the planner runs once (a correlated EXISTS per product was planned
+/// as a scan per product on freshly loaded tables).
+const STOCKED_PRODUCTS: &str =
+    "SELECT v.product_id FROM variants v JOIN stock_levels s ON s.variant_id = v.id WHERE s.on_hand - s.reserved > 0";
 
 /// Appends one row per touched product (and one for `everything`); returns
 /// what was appended. Products touched through their variants' stock are
-/// logged only when their `in_stock` flag really changed (it is updated here).
+/// logged only when their `in_stock` flag really flips (it is kept here).
 pub(super) async fn append(
     conn: &mut AnyConnection,
     dialect: Dialect,
@@ -56,13 +58,7 @@ pub(super) async fn append(
 ) -> StoreResult<Vec<(u64, Option<Uuid>)>> {
     let mut products = touched.products.clone();
     if !touched.variants.is_empty() {
-        let mut q = SqlBuilder::new("UPDATE products SET in_stock = ");
-        q.push(IN_STOCK).push(" WHERE id IN (SELECT product_id FROM variants WHERE id IN (");
-        q.bind_list(touched.variants.iter().map(|v| v.to_string())).push(")) AND in_stock <> ");
-        q.push(IN_STOCK).push(" RETURNING id");
-        for row in q.build().fetch_all(&mut *conn).await? {
-            products.extend(opt_id(&row, "id")?);
-        }
+        products.extend(flip_in_stock(conn, dialect, &touched.variants).await?);
     }
     let mut rows: Vec<Option<Uuid>> = products.into_iter().map(Some).collect();
     if touched.everything {
@@ -88,11 +84,50 @@ pub(super) async fn append(
     Ok(appended)
 }
 
+/// Recomputes the `in_stock` flag of the products of `variants`; returns those
+/// whose flag flipped. The products are locked first (in id order) and their
+/// stock read after, so two transactions changing stock of one product's
+/// variants compute one after the other, the second seeing the first's commit:
+/// otherwise each could miss the other's change and leave the flag wrong.
+async fn flip_in_stock(conn: &mut AnyConnection, dialect: Dialect, variants: &BTreeSet<Uuid>) -> StoreResult<Vec<Uuid>> {
+    let mut q = SqlBuilder::new("SELECT id, in_stock FROM products WHERE id IN (SELECT product_id FROM variants WHERE id IN (");
+    q.bind_list(variants.iter().map(|v| v.to_string())).push(")) ORDER BY id");
+    if dialect == Dialect::Postgres {
+        q.push(" FOR UPDATE");
+    }
+    let mut flagged = std::collections::BTreeMap::new();
+    for row in q.build().fetch_all(&mut *conn).await? {
+        flagged.insert(super::rows::id(&row, "id")?, int(&row, "in_stock")? != 0);
+    }
+    if flagged.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = SqlBuilder::new(
+        "SELECT DISTINCT v.product_id FROM variants v JOIN stock_levels s ON s.variant_id = v.id
+         WHERE s.on_hand - s.reserved > 0 AND v.product_id IN (",
+    );
+    q.bind_list(flagged.keys().map(|p| p.to_string())).push(")");
+    let mut stocked = BTreeSet::new();
+    for row in q.build().fetch_all(&mut *conn).await? {
+        stocked.insert(super::rows::id(&row, "product_id")?);
+    }
+    let flipped: Vec<Uuid> = flagged.into_iter().filter(|(p, was)| *was != stocked.contains(p)).map(|(p, _)| p).collect();
+    for (value, which) in [(1i64, true), (0, false)] {
+        let ids: Vec<String> = flipped.iter().filter(|p| stocked.contains(p) == which).map(|p| p.to_string()).collect();
+        if !ids.is_empty() {
+            let mut q = SqlBuilder::new("UPDATE products SET in_stock = ");
+            q.bind(value).push(" WHERE id IN (").bind_list(ids).push(")");
+            q.build().execute(&mut *conn).await?;
+        }
+    }
+    Ok(flipped)
+}
+
 /// Brings every product's `in_stock` flag up to date (after a bulk stock load);
 /// returns the products whose flag changed.
 pub(super) async fn refresh_in_stock(conn: &mut AnyConnection) -> StoreResult<Vec<Uuid>> {
-    let mut q = SqlBuilder::new("UPDATE products SET in_stock = ");
-    q.push(IN_STOCK).push(" WHERE in_stock <> ").push(IN_STOCK).push(" RETURNING id");
+    let mut q = SqlBuilder::new("UPDATE products SET in_stock = 1 - in_stock WHERE in_stock <> CASE WHEN id IN (");
+    q.push(STOCKED_PRODUCTS).push(") THEN 1 ELSE 0 END RETURNING id");
     q.build().fetch_all(&mut *conn).await?.iter().map(|r| super::rows::id(r, "id")).collect()
 }
 

@@ -300,7 +300,38 @@ async fn concurrent_catalog_writes_all_reach_another_instance(app: TestApp) {
     assert_eq!(reader.get("/v1/search?q=kettle&limit=1").await.expect(200)["total"], created);
 }
 
+/// Two transactions changing the stock of two variants of one product at the
+/// same time (one runs out, the other comes in): each alone would compute "in
+/// stock" without the other's change; the product's flag must still end right.
+async fn in_stock_stays_right_when_variants_change_at_once(app: TestApp) {
+    let token = app.owner_token().await;
+    let product = app.create_product(&token, product_body("Twin Vase", "TV", &[1000, 1000], None, json!({}))).await;
+    let id: uuid::Uuid = product["id"].as_str().unwrap().parse().unwrap();
+    let adjust = |sku: &'static str, delta: i64| {
+        let (app, token) = (&app, &token);
+        async move {
+            let body = json!({"sku": sku, "delta": delta, "reason": "count", "kind": "adjustment"});
+            app.admin_post("/v1/admin/inventory/adjustments", token, body).await.expect(201);
+        }
+    };
+    let flag = || async { app.store.search_documents(&[id]).await.unwrap()[0].in_stock };
+    adjust("TV-S0", 1).await;
+    assert!(flag().await);
+    for round in 0..15 {
+        // S0 has the one unit: it goes out while S1 comes in.
+        tokio::join!(adjust("TV-S0", -1), adjust("TV-S1", 1));
+        assert!(flag().await, "round {round}: S1 has stock");
+        // And back: S1 goes out while S0 comes in.
+        tokio::join!(adjust("TV-S1", -1), adjust("TV-S0", 1));
+        assert!(flag().await, "round {round}: S0 has stock");
+    }
+    adjust("TV-S0", -1).await;
+    assert!(!flag().await);
+    wait_for(&app, "/v1/search?q=vase", |b| b["items"][0]["in_stock"] == false).await;
+}
+
 on_both_databases!(
+    in_stock_stays_right_when_variants_change_at_once,
     concurrent_catalog_writes_all_reach_another_instance,
     search_ranks_forgives_typos_filters_and_counts_facets,
     search_follows_prices_publication_and_stock,
