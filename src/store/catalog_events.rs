@@ -41,12 +41,12 @@ pub struct CatalogEvent {
     pub at: String,
 }
 
-/// Products with stock somewhere (each location's on_hand − reserved is never
-/// negative, so "some location has some" is "the sum is positive"), as a
-/// subquery the planner runs once (a correlated EXISTS per product was planned
-/// as a scan per product on freshly loaded tables).
-const STOCKED_PRODUCTS: &str =
-    "SELECT v.product_id FROM variants v JOIN stock_levels s ON s.variant_id = v.id WHERE s.on_hand - s.reserved > 0";
+/// Whether the product of the row `products` has stock somewhere (each
+/// location's on_hand − reserved is never negative, so "some location has some"
+/// is "the sum is positive"). Only ever in a WHERE clause, where PostgreSQL turns
+/// it into one (anti-)join over all products rather than a scan per product.
+const HAS_STOCK: &str = "EXISTS (SELECT 1 FROM variants v JOIN stock_levels s ON s.variant_id = v.id
+     WHERE v.product_id = products.id AND s.on_hand - s.reserved > 0)";
 
 /// Appends one row per touched product (and one for `everything`); returns
 /// what was appended. Products touched through their variants' stock are
@@ -126,9 +126,15 @@ async fn flip_in_stock(conn: &mut AnyConnection, dialect: Dialect, variants: &BT
 /// Brings every product's `in_stock` flag up to date (after a bulk stock load);
 /// returns the products whose flag changed.
 pub(super) async fn refresh_in_stock(conn: &mut AnyConnection) -> StoreResult<Vec<Uuid>> {
-    let mut q = SqlBuilder::new("UPDATE products SET in_stock = 1 - in_stock WHERE in_stock <> CASE WHEN id IN (");
-    q.push(STOCKED_PRODUCTS).push(") THEN 1 ELSE 0 END RETURNING id");
-    q.build().fetch_all(&mut *conn).await?.iter().map(|r| super::rows::id(r, "id")).collect()
+    let mut flipped = Vec::new();
+    for (set, condition) in [("1 WHERE in_stock = 0 AND ", ""), ("0 WHERE in_stock = 1 AND ", "NOT ")] {
+        let mut q = SqlBuilder::new("UPDATE products SET in_stock = ");
+        q.push(set).push(condition).push(HAS_STOCK).push(" RETURNING id");
+        for row in q.build().fetch_all(&mut *conn).await? {
+            flipped.push(super::rows::id(&row, "id")?);
+        }
+    }
+    Ok(flipped)
 }
 
 fn seq(row: &sqlx::any::AnyRow) -> StoreResult<u64> {

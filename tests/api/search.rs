@@ -330,7 +330,20 @@ async fn in_stock_stays_right_when_variants_change_at_once(app: TestApp) {
     wait_for(&app, "/v1/search?q=vase", |b| b["items"][0]["in_stock"] == false).await;
 }
 
+/// The demo seed (bulk inserts, then stock for every variant) is searchable,
+/// every published product in stock.
+async fn a_seeded_catalog_is_searchable_and_in_stock(app: TestApp) {
+    let report = mercato::ops::demo::seed(&app.store, 40, false).await.unwrap();
+    assert_eq!(report.products, 40);
+    // Every tenth demo product is a draft.
+    let all = wait_for(&app, "/v1/search?limit=1", |b| b["total"] == 36 && b["facets"]["in_stock"] == 36).await;
+    assert!(all["facets"]["category"].as_array().unwrap().len() > 5, "{all}");
+    let typo = app.get("/v1/search?q=clasic&limit=1").await.expect(200);
+    assert!(typo["total"].as_u64().unwrap() > 0, "{typo}");
+}
+
 on_both_databases!(
+    a_seeded_catalog_is_searchable_and_in_stock,
     in_stock_stays_right_when_variants_change_at_once,
     concurrent_catalog_writes_all_reach_another_instance,
     search_ranks_forgives_typos_filters_and_counts_facets,
