@@ -148,13 +148,6 @@ pub async fn update_variant(store: &Store, variant_id: Uuid, input: &VariantPatc
 }
 
 /// Finds a product by id or slug.
-pub async fn find_product(store: &Store, id_or_slug: &str) -> ApiResult<Option<Product>> {
-    Ok(match Uuid::parse_str(id_or_slug) {
-        Ok(id) => store.product(id).await?,
-        Err(_) => store.product_by_slug(id_or_slug).await?,
-    })
-}
-
 /// The storefront list parameters, parsed from the raw query string so that
 /// repeated keys (`attr.colour=red&attr.colour=blue`) and unknown keys can be handled.
 #[derive(Debug, Clone)]

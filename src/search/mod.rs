@@ -76,25 +76,24 @@ impl SearchIndex {
         let (schema, fields) = schema::build();
         let dir = MmapDirectory::open(path).map_err(|e| SearchError::Directory(format!("{}: {e}", path.display())))?;
         let existing = Index::exists(&dir).unwrap_or(false);
-        let mut index = match existing {
-            true => Index::open(dir.clone()).ok().filter(|i| i.schema() == schema),
-            false => None,
-        };
-        if index.is_none() {
-            if existing {
-                // Another schema version: start over in the same place.
-                for entry in std::fs::read_dir(path).map_err(|e| SearchError::Directory(e.to_string()))?.flatten() {
-                    let _ = if entry.path().is_dir() {
-                        std::fs::remove_dir_all(entry.path())
-                    } else {
-                        std::fs::remove_file(entry.path())
-                    };
+        let reusable = if existing { Index::open(dir.clone()).ok().filter(|i| i.schema() == schema) } else { None };
+        let index = match reusable {
+            Some(index) => index,
+            None => {
+                if existing {
+                    // Another schema version: start over in the same place.
+                    for entry in std::fs::read_dir(path).map_err(|e| SearchError::Directory(e.to_string()))?.flatten() {
+                        let _ = if entry.path().is_dir() {
+                            std::fs::remove_dir_all(entry.path())
+                        } else {
+                            std::fs::remove_file(entry.path())
+                        };
+                    }
                 }
+                let dir = MmapDirectory::open(path).map_err(|e| SearchError::Directory(e.to_string()))?;
+                Index::create(dir, schema, tantivy::IndexSettings::default())?
             }
-            let dir = MmapDirectory::open(path).map_err(|e| SearchError::Directory(e.to_string()))?;
-            index = Some(Index::create(dir, schema, tantivy::IndexSettings::default())?);
-        }
-        let index = index.expect("opened or created above");
+        };
         schema::register_analyzer(&index);
         let writer = index.writer_with_num_threads(1, WRITER_HEAP_BYTES).map_err(|e| match e {
             tantivy::TantivyError::LockFailure(..) => SearchError::Locked { path: path.to_owned() },

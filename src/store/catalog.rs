@@ -368,14 +368,6 @@ impl Store {
         row.map(|r| id(&r, "id")).transpose()
     }
 
-    pub async fn product_by_slug(&self, slug: &str) -> StoreResult<Option<Product>> {
-        let row = sqlx::query("SELECT id FROM products WHERE slug = $1").bind(slug).fetch_optional(&self.pool).await?;
-        match row {
-            Some(r) => self.product(id(&r, "id")?).await,
-            None => Ok(None),
-        }
-    }
-
     pub async fn update_product(&self, product_id: Uuid, patch: &ProductPatch, actor: &Actor) -> Result<Product, CatalogError> {
         let mut tx = self.begin().await?;
         let before = lock_product(&mut tx, self.dialect, product_id).await?;
