@@ -52,6 +52,8 @@ pub struct Settings {
     pub rate_limit_writes_per_second: u32,
     /// Login attempts per client IP per minute.
     pub rate_limit_logins_per_minute: u32,
+    /// Coupon codes a client IP may try on carts per minute (guessing codes is an attack).
+    pub rate_limit_code_attempts_per_minute: u32,
     /// Take the client IP from `X-Forwarded-For` (only behind a proxy you run).
     pub trust_forwarded_for: bool,
     /// `json` (default) or `pretty`.
@@ -183,6 +185,7 @@ impl Default for Settings {
             rate_limit_reads_per_second: 200,
             rate_limit_writes_per_second: 50,
             rate_limit_logins_per_minute: 10,
+            rate_limit_code_attempts_per_minute: 20,
             trust_forwarded_for: false,
             log_format: "json".into(),
             default_currency: "EUR".into(),

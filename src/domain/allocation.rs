@@ -65,9 +65,21 @@ impl Allocation {
 
 /// Serves `orders` (each a list of (variant, quantity) lines) in the order given
 /// from `stock` (per variant, its locations in priority order).
-pub fn allocate(mut stock: BTreeMap<Uuid, Vec<Available>>, orders: &[Vec<(Uuid, i64)>]) -> Allocation {
+pub fn allocate(stock: BTreeMap<Uuid, Vec<Available>>, orders: &[Vec<(Uuid, i64)>]) -> Allocation {
+    allocate_gated(stock, orders, |_| true)
+}
+
+/// Like [`allocate`], but an order whose stock fits must also pass `gate` (given
+/// its index), which takes what else it needs (promotion uses) in the same
+/// arrival order. Refused there, the order takes no stock and its outcome is an
+/// empty list of shortages.
+pub fn allocate_gated(
+    mut stock: BTreeMap<Uuid, Vec<Available>>,
+    orders: &[Vec<(Uuid, i64)>],
+    mut gate: impl FnMut(usize) -> bool,
+) -> Allocation {
     let mut outcome = Vec::with_capacity(orders.len());
-    for lines in orders {
+    for (index, lines) in orders.iter().enumerate() {
         let mut grants = Vec::with_capacity(lines.len());
         let mut shorts = Vec::new();
         for &(variant, requested) in lines {
@@ -79,7 +91,9 @@ pub fn allocate(mut stock: BTreeMap<Uuid, Vec<Available>>, orders: &[Vec<(Uuid, 
                 None => shorts.push(Short { variant, requested, available: at.iter().map(|a| a.quantity.max(0)).sum() }),
             }
         }
-        if shorts.is_empty() {
+        if shorts.is_empty() && !gate(index) {
+            outcome.push(Err(Vec::new()));
+        } else if shorts.is_empty() {
             for g in &grants {
                 if let Some(a) = stock.get_mut(&g.variant).and_then(|at| at.iter_mut().find(|a| a.location == g.location)) {
                     a.quantity -= g.quantity;
@@ -104,6 +118,15 @@ mod tests {
 
     fn one_location(quantity: i64) -> BTreeMap<Uuid, Vec<Available>> {
         BTreeMap::from([(id(1), vec![Available { location: id(100), quantity }])])
+    }
+
+    #[test]
+    fn an_order_refused_by_the_gate_leaves_its_stock_to_the_next() {
+        let orders = vec![vec![(id(1), 2)], vec![(id(1), 2)], vec![(id(1), 2)]];
+        let a = allocate_gated(one_location(4), &orders, |i| i != 0);
+        assert_eq!(a.orders[0], Err(vec![]));
+        assert!(a.orders[1].is_ok() && a.orders[2].is_ok());
+        assert_eq!(a.totals(), BTreeMap::from([((id(1), id(100)), 4)]));
     }
 
     #[test]

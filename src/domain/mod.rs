@@ -14,6 +14,7 @@ pub mod money;
 pub mod order_status;
 pub mod price_band;
 pub mod pricing;
+pub mod promotions;
 pub mod rbac;
 pub mod search_request;
 pub mod shipping;

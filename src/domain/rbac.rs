@@ -35,10 +35,13 @@ pub enum Permission {
     /// The job queue: inspect jobs, retry dead ones.
     JobsManage,
     AuditRead,
+    /// Promotions, their codes and redemptions.
+    PromotionsRead,
+    PromotionsManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 14] = [
         Permission::CatalogRead,
         Permission::CatalogWrite,
         Permission::InventoryRead,
@@ -51,6 +54,8 @@ impl Permission {
         Permission::SettingsManage,
         Permission::JobsManage,
         Permission::AuditRead,
+        Permission::PromotionsRead,
+        Permission::PromotionsManage,
     ];
 
     /// The OAuth-style scope name used in the OpenAPI document and in errors.
@@ -68,6 +73,8 @@ impl Permission {
             Permission::SettingsManage => "settings:manage",
             Permission::JobsManage => "jobs:manage",
             Permission::AuditRead => "audit:read",
+            Permission::PromotionsRead => "promotions:read",
+            Permission::PromotionsManage => "promotions:manage",
         }
     }
 
@@ -83,10 +90,17 @@ impl Role {
         use Permission::*;
         match self {
             Role::Owner => true,
-            Role::CatalogManager => matches!(permission, CatalogRead | CatalogWrite | InventoryRead | InventoryWrite),
+            Role::CatalogManager => {
+                matches!(
+                    permission,
+                    CatalogRead | CatalogWrite | InventoryRead | InventoryWrite | PromotionsRead | PromotionsManage
+                )
+            }
             Role::Fulfilment => matches!(permission, CatalogRead | InventoryRead | InventoryWrite | OrdersRead | OrdersFulfil),
-            Role::Support => matches!(permission, CatalogRead | OrdersRead | OrdersRefund | CustomersRead),
-            Role::Analyst => matches!(permission, CatalogRead | InventoryRead | OrdersRead | CustomersRead | AuditRead),
+            Role::Support => matches!(permission, CatalogRead | OrdersRead | OrdersRefund | CustomersRead | PromotionsRead),
+            Role::Analyst => {
+                matches!(permission, CatalogRead | InventoryRead | OrdersRead | CustomersRead | AuditRead | PromotionsRead)
+            }
         }
     }
 

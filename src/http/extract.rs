@@ -104,6 +104,8 @@ pub mod perm {
         SettingsManage => SettingsManage,
         JobsManage => JobsManage,
         AuditRead => AuditRead,
+        PromotionsRead => PromotionsRead,
+        PromotionsManage => PromotionsManage,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod extract;
 pub mod health;
 pub mod orders;
 pub mod payments;
+pub mod promotions;
 pub mod rate_limit;
 pub mod search;
 
@@ -122,6 +123,7 @@ impl AppState {
         (name = "admin-staff", description = "Staff accounts and the audit log"),
         (name = "admin-inventory", description = "Stock locations, levels, adjustments and the ledger"),
         (name = "admin-settings", description = "Shipping options and tax rates"),
+        (name = "admin-promotions", description = "Promotions, coupon codes and redemptions"),
         (name = "admin-orders", description = "Orders and their history"),
         (name = "admin-jobs", description = "The durable job queue"),
         (name = "customers", description = "Customer accounts, addresses and order history"),
@@ -178,6 +180,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_settings::list_tax, admin_settings::put_tax))
         .routes(routes!(admin_webhooks::list_subscriptions, admin_webhooks::create_subscription))
         .routes(routes!(admin_webhooks::delete_subscription))
+        .routes(routes!(promotions::list_promotions, promotions::create_promotion))
+        .routes(routes!(promotions::get_promotion, promotions::update_promotion))
+        .routes(routes!(promotions::list_codes, promotions::add_codes))
+        .routes(routes!(promotions::redemptions))
+        .routes(routes!(promotions::apply_code))
+        .routes(routes!(promotions::remove_code))
         .routes(routes!(admin_jobs::list_jobs))
         .routes(routes!(admin_jobs::retry_job))
         .routes(routes!(admin_orders::list_orders))

@@ -26,6 +26,8 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitClass {
     Login,
+    /// Applying coupon codes to carts: each try could be a guess.
+    CodeAttempt,
     Read,
     Write,
 }
@@ -40,6 +42,9 @@ impl LimitClass {
         // Password resets mail a stranger's inbox and try tokens: as strict as logins.
         if path.ends_with("/auth/login") || path.starts_with("/v1/customers/password-reset") {
             return Some(LimitClass::Login);
+        }
+        if method == Method::POST && path.starts_with("/v1/carts/") && path.ends_with("/promotions") {
+            return Some(LimitClass::CodeAttempt);
         }
         if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
             Some(LimitClass::Read)
@@ -64,6 +69,7 @@ type Keyed = Governor<ClientRoute, DefaultKeyedStateStore<ClientRoute>, DefaultC
 /// Token buckets (GCRA) in this process's memory.
 pub struct InProcessLimiter {
     login: Keyed,
+    code_attempt: Keyed,
     read: Keyed,
     write: Keyed,
     clock: DefaultClock,
@@ -75,6 +81,7 @@ impl InProcessLimiter {
         let per_second = |n: u32| Quota::per_second(nz(n)).allow_burst(nz(n.saturating_mul(2)));
         Self {
             login: Governor::keyed(Quota::per_minute(nz(settings.rate_limit_logins_per_minute))),
+            code_attempt: Governor::keyed(Quota::per_minute(nz(settings.rate_limit_code_attempts_per_minute))),
             read: Governor::keyed(per_second(settings.rate_limit_reads_per_second)),
             write: Governor::keyed(per_second(settings.rate_limit_writes_per_second)),
             clock: DefaultClock::default(),
@@ -84,6 +91,7 @@ impl InProcessLimiter {
     /// Forgets clients whose buckets are full again, so memory follows active clients.
     pub fn forget_idle(&self) {
         self.login.retain_recent();
+        self.code_attempt.retain_recent();
         self.read.retain_recent();
         self.write.retain_recent();
     }
@@ -93,6 +101,7 @@ impl RateLimiter for InProcessLimiter {
     fn check<'a>(&'a self, class: LimitClass, key: &'a ClientRoute) -> Check<'a> {
         let limiter = match class {
             LimitClass::Login => &self.login,
+            LimitClass::CodeAttempt => &self.code_attempt,
             LimitClass::Read => &self.read,
             LimitClass::Write => &self.write,
         };
@@ -167,6 +176,8 @@ mod tests {
         assert_eq!(LimitClass::of(&Method::GET, "/v1/products"), Some(LimitClass::Read));
         assert_eq!(LimitClass::of(&Method::PATCH, "/v1/admin/products/x"), Some(LimitClass::Write));
         assert_eq!(LimitClass::of(&Method::GET, "/healthz"), None);
+        assert_eq!(LimitClass::of(&Method::POST, "/v1/carts/x/promotions"), Some(LimitClass::CodeAttempt));
+        assert_eq!(LimitClass::of(&Method::DELETE, "/v1/carts/x/promotions/CODE"), Some(LimitClass::Write));
         assert_eq!(LimitClass::of(&Method::POST, "/v1/payments/webhooks/test"), None);
     }
 }

@@ -11,6 +11,7 @@ use crate::domain::money::Currency;
 use crate::domain::pricing::{self, LineInput, TaxMode};
 use crate::domain::shipping;
 use crate::error::{ApiError, ApiResult};
+use crate::ops::promotions::{CartPromotions, CodeView, DiscountView, PromotionContext};
 use crate::store::carts::{CartLine, CartRecord, CartStatus};
 use crate::store::{Store, format_time, now};
 
@@ -40,6 +41,8 @@ pub struct CartItemView {
     /// Current catalog price; absent when the variant has no price in the cart's currency.
     pub unit_price: Option<i64>,
     pub line_total: Option<i64>,
+    /// This line's share of the discounts.
+    pub discount: i64,
     /// Units available to buy right now, across locations.
     pub available: i64,
     /// Why this line cannot be bought as it is: `out_of_stock`, `insufficient_stock`,
@@ -59,8 +62,15 @@ pub struct CartView {
     /// Cheapest shipping to `country`; absent without a `country` to quote for.
     pub shipping: Option<i64>,
     pub shipping_option_id: Option<Uuid>,
+    /// Everything the promotions take off (lines and shipping).
+    pub discount_total: i64,
+    /// Each promotion that applies, with its amount.
+    pub discounts: Vec<DiscountView>,
+    /// The codes on the cart, and why any of them does not apply.
+    pub codes: Vec<CodeView>,
     /// Tax for `country` (contained in the prices when `tax_mode` is `inclusive`).
     pub tax: Option<i64>,
+    /// `subtotal` + `shipping` − `discount_total` (+ `tax` when prices exclude it).
     pub grand_total: i64,
     pub tax_mode: TaxMode,
     pub expires_at: String,
@@ -208,6 +218,8 @@ pub struct Priced {
     pub shipping_option_id: Option<Uuid>,
     pub weight_grams: i64,
     pub rate_bp: u32,
+    /// The promotions evaluated for the buyable lines (in `totals.lines` order).
+    pub promotions: CartPromotions,
 }
 
 /// Which stock figures `price` reads.
@@ -228,6 +240,7 @@ pub async fn price(
     option: Option<Uuid>,
     s: &CartSettings,
     stock: StockFlags,
+    who: &PromotionContext,
 ) -> ApiResult<(Priced, Option<ShippingError>)> {
     let lines = store.cart_lines(cart).await?;
     let available: std::collections::HashMap<Uuid, i64> = match stock {
@@ -255,10 +268,9 @@ pub async fn price(
     }
     let buyable: Vec<&CartLine> =
         out.iter().filter(|(_, _, p)| !matches!(p, Some("unavailable" | "no_price"))).map(|(l, _, _)| l).collect();
-    let inputs: Vec<LineInput> =
-        buyable.iter().map(|l| LineInput { unit_price: l.unit_price.unwrap_or(0), quantity: l.quantity }).collect();
     let weight: i64 = buyable.iter().map(|l| l.weight_grams.saturating_mul(l.quantity)).sum();
-    let subtotal: i64 = inputs.iter().map(|l| l.unit_price.saturating_mul(l.quantity)).sum();
+    // Shipping is quoted on the subtotal before discounts.
+    let subtotal: i64 = buyable.iter().map(|l| l.unit_price.unwrap_or(0).saturating_mul(l.quantity)).sum();
     let (rate_bp, shipping, option_id, shipping_error) = match &destination.country {
         None => (0, 0, None, None),
         Some(country) => {
@@ -285,9 +297,15 @@ pub async fn price(
             }
         }
     };
-    let totals = pricing::totals(&inputs, shipping, rate_bp, s.tax_mode)
+    let promotions = crate::ops::promotions::evaluate_cart(store, cart, &buyable, shipping, who).await?;
+    let inputs: Vec<LineInput> = buyable
+        .iter()
+        .zip(&promotions.evaluation.line_discounts)
+        .map(|(l, d)| LineInput { unit_price: l.unit_price.unwrap_or(0), quantity: l.quantity, discount: *d })
+        .collect();
+    let totals = pricing::totals(&inputs, (shipping, promotions.evaluation.shipping_discount), rate_bp, s.tax_mode)
         .map_err(|_| ApiError::invalid_field("quantity", "too_large", "the cart total is out of range"))?;
-    Ok((Priced { lines: out, totals, shipping_option_id: option_id, weight_grams: weight, rate_bp }, shipping_error))
+    Ok((Priced { lines: out, totals, shipping_option_id: option_id, weight_grams: weight, rate_bp, promotions }, shipping_error))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,12 +322,16 @@ pub async fn view(
     s: &CartSettings,
     token: Option<String>,
 ) -> ApiResult<CartView> {
-    let (priced, _) = price(store, cart, destination, None, s, StockFlags::Read).await?;
+    let (priced, _) = price(store, cart, destination, None, s, StockFlags::Read, &PromotionContext::of_cart(cart)).await?;
     let quoted = destination.country.is_some() && priced.shipping_option_id.is_some();
+    let (discounts, codes) = priced.promotions.views();
+    // Discounts are per buyable line, in order; unbuyable lines get none.
+    let mut shares = priced.totals.lines.iter().map(|t| t.discount);
     let items = priced
         .lines
         .into_iter()
         .map(|(l, available, problem)| CartItemView {
+            discount: if matches!(problem, Some("unavailable" | "no_price")) { 0 } else { shares.next().unwrap_or(0) },
             id: l.id,
             variant_id: l.variant_id,
             sku: l.sku,
@@ -334,6 +356,9 @@ pub async fn view(
         subtotal: priced.totals.subtotal,
         shipping: quoted.then_some(priced.totals.shipping),
         shipping_option_id: priced.shipping_option_id,
+        discount_total: priced.totals.discount_total,
+        discounts,
+        codes,
         tax: destination.country.is_some().then_some(priced.totals.tax),
         grand_total: priced.totals.grand_total,
         tax_mode: s.tax_mode,

@@ -11,6 +11,7 @@
 //!    stock while a `payment.retry` job asks again (`queue`).
 //! 5. The answer is stored under the key for 24 hours.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::carts::{self, CartSettings, Destination, ShippingError, Shopper};
+use super::promotions::PromotionContext;
 use crate::auth::tokens::hash_refresh_token;
 use crate::config::PaymentUnavailable;
 use crate::domain::address::Address;
@@ -27,6 +29,7 @@ use crate::domain::email::Email;
 use crate::domain::identifiers::{order_number, parse_idempotency_key};
 use crate::domain::order_status::{OrderEvent, OrderStatus, transition};
 use crate::domain::pricing::TaxMode;
+use crate::domain::promotions::evaluate::Reason;
 use crate::domain::signature;
 use crate::domain::validation::{FieldError, FieldErrors};
 use crate::error::{ApiError, ApiResult};
@@ -56,6 +59,12 @@ pub struct CheckoutInput {
     /// The cheapest option that ships to the address when absent.
     pub shipping_option_id: Option<Uuid>,
     pub payment: PaymentInput,
+    /// When a promotion on the cart does not apply any more (its limit was
+    /// reached, the code was used, it ended): `false` (default) refuses the
+    /// checkout with `409 promotion_exhausted` / `promotion_not_applicable`;
+    /// `true` checks out without it, at the price without it.
+    #[serde(default)]
+    pub drop_unavailable_promotions: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -260,8 +269,42 @@ async fn place_and_pay(
         return Err(ApiError::CartExpired);
     }
     let destination = Destination { country: Some(shipping_address.country.clone()), region: shipping_address.region.clone() };
+    let customer_id = cart.customer_id.or(shopper.customer_id);
+    let mut who = PromotionContext {
+        customer_id,
+        customer_key: Some(match customer_id {
+            Some(c) => c.to_string(),
+            None => format!("email:{}", email.as_str().to_lowercase()),
+        }),
+        excluded: BTreeSet::new(),
+    };
+    // A promotion that runs out while this order is placed is left out and the
+    // order priced again, when the shopper asked for that; a few rounds at most.
+    for _ in 0..4 {
+        let order = priced_order(ctx, cart, &destination, &input, (&email, &shipping_address, &billing_address), &who).await?;
+        let order = Arc::new(order);
+        match ctx.batches.place(order.clone(), (scope, key), &shopper_actor(shopper)).await? {
+            Placed::Order => return pay(ctx, order.id, body).await,
+            Placed::PromotionUnavailable(refusal) if input.drop_unavailable_promotions => {
+                who.excluded.insert(refusal.promotion_id);
+            }
+            placed => return Err(refused(&order, placed)),
+        }
+    }
+    Err(ApiError::conflict("promotion_exhausted", None, "the cart's promotions kept running out; review the cart and try again"))
+}
+
+/// Prices the cart for the address and builds the order to place, or says why it cannot be bought as it is.
+async fn priced_order(
+    ctx: &CheckoutContext<'_>,
+    cart: &crate::store::carts::CartRecord,
+    destination: &Destination,
+    input: &CheckoutInput,
+    (email, shipping_address, billing_address): (&Email, &Address, &Address),
+    who: &PromotionContext,
+) -> ApiResult<NewOrder> {
     let (priced, shipping_error) =
-        carts::price(ctx.store, cart, &destination, input.shipping_option_id, &ctx.carts, carts::StockFlags::Skip).await?;
+        carts::price(ctx.store, cart, destination, input.shipping_option_id, &ctx.carts, carts::StockFlags::Skip, who).await?;
     match shipping_error {
         None => {}
         Some(ShippingError::UnknownOption) => {
@@ -303,6 +346,27 @@ async fn place_and_pay(
             errors: unbuyable,
         });
     }
+    let unusable: Vec<FieldError> = priced
+        .promotions
+        .evaluation
+        .refused
+        .iter()
+        .filter(|r| r.code.is_some() && !input.drop_unavailable_promotions)
+        .map(|r| FieldError {
+            field: "codes".into(),
+            code: serde_json::to_value(r.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            message: format!("{}: {}", r.code.as_deref().unwrap_or_default(), r.reason.message()),
+        })
+        .collect();
+    if !unusable.is_empty() {
+        let exhausted =
+            priced.promotions.evaluation.refused.iter().any(|r| matches!(r.reason, Reason::Exhausted | Reason::AlreadyUsed));
+        return Err(ApiError::Conflict {
+            code: if exhausted { "promotion_exhausted" } else { "promotion_not_applicable" },
+            detail: "a code on the cart does not apply; remove it, or check out with drop_unavailable_promotions".into(),
+            errors: unusable,
+        });
+    }
     let order_id = Uuid::now_v7();
     let reserved_until = format_time(time::OffsetDateTime::now_utc() + ctx.reservation_ttl);
     let lines: Vec<NewOrderLine> = priced
@@ -317,6 +381,7 @@ async fn place_and_pay(
             quantity: l.quantity,
             unit_price: t.unit_price,
             line_total: t.line_total,
+            discount: t.discount,
             tax: t.tax,
         })
         .collect();
@@ -325,7 +390,7 @@ async fn place_and_pay(
         number: order_number(order_id),
         cart_id: cart.id,
         cart_seen: cart.updated_at.clone(),
-        customer_id: cart.customer_id.or(shopper.customer_id),
+        customer_id: who.customer_id,
         email: email.as_str().to_owned(),
         currency: cart.currency.clone(),
         tax_mode: match ctx.carts.tax_mode {
@@ -334,25 +399,52 @@ async fn place_and_pay(
         },
         subtotal: priced.totals.subtotal,
         shipping_total: priced.totals.shipping,
+        discount_total: priced.totals.discount_total,
         tax_total: priced.totals.tax,
         grand_total: priced.totals.grand_total,
         shipping_option_id: priced.shipping_option_id,
-        shipping_address,
-        billing_address,
+        shipping_address: shipping_address.clone(),
+        billing_address: billing_address.clone(),
         access_token_hash: order_token_hash(ctx.secret, order_id),
         reserved_until,
         lines,
+        discounts: priced.promotions.discounts(),
+        customer_key: who.customer_key.clone().unwrap_or_default(),
     };
-    let actor = shopper_actor(shopper);
-    let new_order = Arc::new(new_order);
-    match ctx.batches.place(new_order.clone(), (scope, key), &actor).await? {
-        Placed::Order => pay(ctx, order_id, body).await,
-        Placed::CartClosed => Err(ApiError::conflict("cart_closed", None, "this cart was checked out by another request")),
-        Placed::CartChanged => Err(ApiError::conflict(
-            "cart_changed",
-            None,
-            "the cart changed while it was being checked out; review it and try again",
-        )),
+    Ok(new_order)
+}
+
+/// The answer for an order the batch did not place.
+fn refused(new_order: &NewOrder, placed: Placed) -> ApiError {
+    match placed {
+        Placed::Order => ApiError::Internal(anyhow::anyhow!("a placed order taken for a refusal")),
+        Placed::PromotionUnavailable(refusal) => {
+            let name = new_order
+                .discounts
+                .iter()
+                .find(|d| d.promotion_id == refusal.promotion_id)
+                .map(|d| d.code.clone().unwrap_or_else(|| d.name.clone()))
+                .unwrap_or_default();
+            ApiError::Conflict {
+                code: "promotion_exhausted",
+                detail: format!("{name}: {}", refusal.reason.message()),
+                errors: vec![FieldError {
+                    field: "codes".into(),
+                    code: serde_json::to_value(refusal.reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    message: format!(
+                        "{name}: {}; check out again with drop_unavailable_promotions to buy without it",
+                        refusal.reason.message()
+                    ),
+                }],
+            }
+        }
+        Placed::CartClosed => ApiError::conflict("cart_closed", None, "this cart was checked out by another request"),
+        Placed::CartChanged => {
+            ApiError::conflict("cart_changed", None, "the cart changed while it was being checked out; review it and try again")
+        }
         Placed::OutOfStock(shortages) => {
             let errors = shortages
                 .iter()
@@ -371,11 +463,11 @@ async fn place_and_pay(
                     }
                 })
                 .collect();
-            Err(ApiError::Conflict {
+            ApiError::Conflict {
                 code: "out_of_stock",
                 detail: "some items are not in stock in the quantity asked".into(),
                 errors,
-            })
+            }
         }
     }
 }

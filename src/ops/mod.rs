@@ -15,6 +15,7 @@ pub mod import;
 pub mod order_batches;
 pub mod password_reset;
 pub mod payments;
+pub mod promotions;
 pub mod refunds;
 pub mod search;
 pub mod sessions;

@@ -22,6 +22,7 @@ pub mod orders;
 pub mod password_resets;
 pub mod payments;
 pub mod placement;
+pub mod promotions;
 pub mod rates;
 pub mod refunds;
 pub mod rows;
@@ -220,6 +221,7 @@ migrations! {
     7 => "0007_notifications",
     8 => "0008_batched_reservations",
     9 => "0009_catalog_events",
+    10 => "0010_promotions",
 }
 
 impl Store {

@@ -24,6 +24,8 @@ pub struct OrderLine {
     pub quantity: i64,
     pub unit_price: i64,
     pub line_total: i64,
+    /// This line's share of the order's discounts.
+    pub discount: i64,
     pub tax: i64,
     pub shipped_quantity: i64,
     pub returned_quantity: i64,
@@ -42,6 +44,11 @@ pub struct Order {
     pub tax_mode: String,
     pub subtotal: i64,
     pub shipping_total: i64,
+    /// Everything the promotions took off: `grand_total` = `subtotal` +
+    /// `shipping_total` − `discount_total` (+ `tax_total` when prices exclude tax).
+    pub discount_total: i64,
+    /// One entry per promotion the order used.
+    pub discounts: Vec<OrderDiscount>,
     pub tax_total: i64,
     pub grand_total: i64,
     /// Money given back so far.
@@ -56,6 +63,16 @@ pub struct Order {
     pub created_at: String,
 }
 
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderDiscount {
+    pub promotion_id: Uuid,
+    pub code: Option<String>,
+    pub name: String,
+    /// `order`, `lines` or `shipping`.
+    pub target: String,
+    pub amount: i64,
+}
+
 pub struct NewOrderLine {
     pub variant_id: Uuid,
     pub sku: String,
@@ -64,6 +81,8 @@ pub struct NewOrderLine {
     pub quantity: i64,
     pub unit_price: i64,
     pub line_total: i64,
+    /// This line's share of the order's discounts.
+    pub discount: i64,
     pub tax: i64,
 }
 
@@ -79,12 +98,16 @@ pub struct NewOrder {
     pub tax_mode: &'static str,
     pub subtotal: i64,
     pub shipping_total: i64,
+    pub discount_total: i64,
     pub tax_total: i64,
     pub grand_total: i64,
     pub shipping_option_id: Option<Uuid>,
     pub shipping_address: Address,
     pub billing_address: Address,
     pub access_token_hash: String,
+    pub discounts: Vec<super::promotions::NewDiscount>,
+    /// Whose per-customer promotion limits apply: the customer id, or `email:` and a guest's address.
+    pub customer_key: String,
     pub reserved_until: String,
     pub lines: Vec<NewOrderLine>,
 }
@@ -109,6 +132,8 @@ pub enum Applied {
 pub enum Placed {
     Order,
     OutOfStock(Vec<Shortage>),
+    /// A promotion it uses ran out (or this buyer or code used it up) first.
+    PromotionUnavailable(crate::domain::promotions::usage::Refusal),
     /// The cart was checked out by another request meanwhile.
     CartClosed,
     /// The cart's lines changed after it was priced for this checkout.
@@ -129,7 +154,8 @@ impl From<sqlx::Error> for OrderError {
     }
 }
 
-const SELECT_ORDER: &str = "SELECT id, number, status, customer_id, email, currency, tax_mode, subtotal, shipping_total, tax_total,
+const SELECT_ORDER: &str = "SELECT id, number, status, customer_id, email, currency, tax_mode, subtotal, shipping_total,
+    discount_total, tax_total,
     grand_total, refunded_total, shipping_option_id, shipping_address, billing_address, reserved_until, created_at, access_token_hash FROM orders";
 
 /// Stores a provider event by its id; false when it was stored before.
@@ -271,6 +297,10 @@ pub(super) async fn apply_transition(
             .execute(&mut **tx)
             .await?;
     }
+    // The sale did not happen: its promotion uses go back.
+    if to != from && matches!(to, OrderStatus::PaymentFailed | OrderStatus::Expired | OrderStatus::Cancelled) {
+        super::promotions::release_discounts(tx, order.id).await?;
+    }
     record_event(tx, order.id, Some(from), to, actor, reason).await?;
     if to != from {
         insert_outbox(tx, &format!("order.{}", to.as_str()), serde_json::json!({"order_id": order.id})).await?;
@@ -289,7 +319,8 @@ impl Store {
         q.push(" WHERE id = ").bind(order_id.to_string());
         let Some(r) = q.build().fetch_optional(&self.pool).await? else { return Ok(None) };
         let lines = sqlx::query(
-            "SELECT id, variant_id, sku, title, options, quantity, unit_price, line_total, tax, shipped_quantity, returned_quantity
+            "SELECT id, variant_id, sku, title, options, quantity, unit_price, line_total, discount, tax, shipped_quantity,
+                returned_quantity
              FROM order_lines WHERE order_id = $1 ORDER BY sku",
         )
         .bind(order_id.to_string())
@@ -306,13 +337,33 @@ impl Store {
                 quantity: int(l, "quantity")?,
                 unit_price: int(l, "unit_price")?,
                 line_total: int(l, "line_total")?,
+                discount: int(l, "discount")?,
                 tax: int(l, "tax")?,
                 shipped_quantity: int(l, "shipped_quantity")?,
                 returned_quantity: int(l, "returned_quantity")?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Some((order_row(&r, lines)?, text(&r, "access_token_hash")?)))
+        let discounts = sqlx::query(
+            "SELECT promotion_id, code, name, target, amount FROM order_discounts WHERE order_id = $1 ORDER BY created_at, id",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|d| {
+            Ok(OrderDiscount {
+                promotion_id: id(d, "promotion_id")?,
+                code: opt_text(d, "code")?,
+                name: text(d, "name")?,
+                target: text(d, "target")?,
+                amount: int(d, "amount")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let mut order = order_row(&r, lines)?;
+        order.discounts = discounts;
+        Ok(Some((order, text(&r, "access_token_hash")?)))
     }
 
     /// Orders for staff, newest first, filtered and keyset-paged by id.
@@ -593,6 +644,8 @@ fn order_row(r: &sqlx::any::AnyRow, lines: Vec<OrderLine>) -> StoreResult<Order>
         tax_mode: text(r, "tax_mode")?,
         subtotal: int(r, "subtotal")?,
         shipping_total: int(r, "shipping_total")?,
+        discount_total: int(r, "discount_total")?,
+        discounts: Vec::new(),
         tax_total: int(r, "tax_total")?,
         grand_total: int(r, "grand_total")?,
         refunded_total: int(r, "refunded_total")?,

@@ -23,8 +23,9 @@ use super::inventory::Shortage;
 use super::orders::{NewOrder, Placed};
 use super::rows::{id, int, text, to_json};
 use super::{Arg, Dialect, SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
-use crate::domain::allocation::{Available, allocate};
+use crate::domain::allocation::{Available, allocate_gated};
 use crate::domain::order_status::OrderStatus;
+use crate::domain::promotions::usage::{Claim, Refusal};
 
 /// One checkout's order, with its idempotency record and who placed it.
 pub struct Placement<'a> {
@@ -99,9 +100,20 @@ impl Store {
         let live: Vec<usize> = (0..batch.len()).filter(|i| outcome[*i].is_none()).collect();
         let variants: BTreeSet<Uuid> = live.iter().flat_map(|i| batch[*i].order.lines.iter().map(|l| l.variant_id)).collect();
         let stock = lock_stock(&mut tx, &variants).await?;
+        // Promotion counters after the stock rows: the order cancellations take them in.
+        let claims: Vec<Vec<Claim>> =
+            live.iter().map(|i| super::promotions::claims(&batch[*i].order.discounts, &batch[*i].order.customer_key)).collect();
+        let mut usage = super::promotions::lock_usage(&mut tx, &claims.iter().flatten().collect::<Vec<_>>()).await?;
         let wanted: Vec<Vec<(Uuid, i64)>> =
             live.iter().map(|i| batch[*i].order.lines.iter().map(|l| (l.variant_id, l.quantity)).collect()).collect();
-        let allocation = allocate(stock, &wanted);
+        let mut refusals: BTreeMap<usize, Refusal> = BTreeMap::new();
+        let allocation = allocate_gated(stock, &wanted, |k| match usage.take(&claims[k]) {
+            Ok(()) => true,
+            Err(refusal) => {
+                refusals.insert(k, refusal);
+                false
+            }
+        });
         for ((variant, location), quantity) in allocation.totals() {
             // Under the lock this cannot miss; the condition (and the CHECK behind
             // it) is what guarantees no oversell even if it somehow did.
@@ -123,9 +135,13 @@ impl Store {
 
         let mut winners = Vec::new();
         let mut losers = Vec::new();
-        for (i, result) in live.iter().zip(&allocation.orders) {
+        for (k, (i, result)) in live.iter().zip(&allocation.orders).enumerate() {
             match result {
                 Ok(grants) => winners.push((*i, grants)),
+                Err(_) if refusals.contains_key(&k) => {
+                    outcome[*i] = refusals.remove(&k).map(Placed::PromotionUnavailable);
+                    losers.push(*i);
+                }
                 Err(shorts) => {
                     let shortages = shorts
                         .iter()
@@ -145,6 +161,12 @@ impl Store {
         reopen_carts(&mut tx, batch, &losers).await?;
         if !winners.is_empty() {
             write_orders(&mut tx, batch, &winners).await?;
+            let discounts: Vec<(Uuid, &str, &[super::promotions::NewDiscount])> = winners
+                .iter()
+                .map(|(i, _)| (batch[*i].order.id, batch[*i].order.customer_key.as_str(), batch[*i].order.discounts.as_slice()))
+                .filter(|(_, _, d)| !d.is_empty())
+                .collect();
+            super::promotions::record_discounts(&mut tx, &discounts).await?;
         }
         tx.commit().await?;
         for (i, _) in &winners {
@@ -222,11 +244,11 @@ async fn write_orders(
 ) -> StoreResult<()> {
     let ts = now();
     let pending = OrderStatus::PendingPayment.as_str();
-    for chunk in winners.chunks(VALUES_PER_STATEMENT / 19) {
+    for chunk in winners.chunks(VALUES_PER_STATEMENT / 20) {
         let mut q = SqlBuilder::new(
             "INSERT INTO orders (id, number, customer_id, cart_id, email, status, currency, tax_mode, subtotal, shipping_total,
-                tax_total, grand_total, shipping_option_id, shipping_address, billing_address, access_token_hash, reserved_until,
-                created_at, updated_at) VALUES ",
+                discount_total, tax_total, grand_total, shipping_option_id, shipping_address, billing_address, access_token_hash,
+                reserved_until, created_at, updated_at) VALUES ",
         );
         q.bind_rows(chunk.iter().map(|(i, _)| {
             let o = batch[*i].order;
@@ -241,6 +263,7 @@ async fn write_orders(
                 o.tax_mode.into(),
                 o.subtotal.into(),
                 o.shipping_total.into(),
+                o.discount_total.into(),
                 o.tax_total.into(),
                 o.grand_total.into(),
                 o.shipping_option_id.map(|s| s.to_string()).into(),
@@ -269,6 +292,7 @@ async fn write_orders(
                     l.quantity.into(),
                     l.unit_price.into(),
                     l.line_total.into(),
+                    l.discount.into(),
                     l.tax.into(),
                 ]
             })
@@ -276,7 +300,8 @@ async fn write_orders(
         .collect();
     insert_rows(
         tx,
-        "INSERT INTO order_lines (id, order_id, variant_id, sku, title, options, quantity, unit_price, line_total, tax) VALUES ",
+        "INSERT INTO order_lines (id, order_id, variant_id, sku, title, options, quantity, unit_price, line_total, discount, tax)
+         VALUES ",
         lines,
     )
     .await?;

@@ -97,6 +97,7 @@ pub fn test_settings() -> Settings {
         rate_limit_reads_per_second: 10_000,
         rate_limit_writes_per_second: 10_000,
         rate_limit_logins_per_minute: 10_000,
+        rate_limit_code_attempts_per_minute: 10_000,
         database_max_connections: 8,
         test_payment_webhook_secret: Some(crate::checkout::WEBHOOK_SECRET.into()),
         test_payment_latency_ms: 50,

@@ -15,6 +15,7 @@ mod lifecycle;
 mod loadtest;
 mod notifications;
 mod operations;
+mod promotions;
 mod rbac;
 mod search;
 mod sold_out;

@@ -135,6 +135,7 @@ fn order_for(cart: Uuid, seen: &str, variant: Uuid, quantity: i64) -> mercato::s
         tax_mode: "inclusive",
         subtotal: 100 * quantity,
         shipping_total: 0,
+        discount_total: 0,
         tax_total: 0,
         grand_total: 100 * quantity,
         shipping_option_id: None,
@@ -142,6 +143,8 @@ fn order_for(cart: Uuid, seen: &str, variant: Uuid, quantity: i64) -> mercato::s
         billing_address: address,
         access_token_hash: "h".into(),
         reserved_until: "2999-01-01T00:00:00.000000Z".into(),
+        discounts: Vec::new(),
+        customer_key: "email:a@example.com".into(),
         lines: vec![mercato::store::orders::NewOrderLine {
             variant_id: variant,
             sku: "TWIN-1".into(),
@@ -150,6 +153,7 @@ fn order_for(cart: Uuid, seen: &str, variant: Uuid, quantity: i64) -> mercato::s
             quantity,
             unit_price: 100,
             line_total: 100 * quantity,
+            discount: 0,
             tax: 0,
         }],
     }
