@@ -8,7 +8,7 @@
 #
 #   cargo build --release && scripts/bench-checkout.sh
 #
-# Settings: CONCURRENCY (64), SECONDS (30), BUYERS (20000), STOCK (1000),
+# Settings: CONCURRENCY (64), STEP_SECONDS (30), BUYERS (20000), STOCK (1000),
 # SALE_CONCURRENCY (500), PG_URL (postgres://postgres@127.0.0.1:5432), OUT (reports
 # as JSON and HTML into this folder, when set).
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/release/mercato}
 CONCURRENCY=${CONCURRENCY:-64}
-SECONDS_EACH=${SECONDS:-30}
+SECONDS_EACH=${STEP_SECONDS:-30}
 BUYERS=${BUYERS:-20000}
 STOCK=${STOCK:-1000}
 SALE_CONCURRENCY=${SALE_CONCURRENCY:-500}

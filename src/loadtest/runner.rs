@@ -120,7 +120,10 @@ impl Runner {
         let start = Instant::now();
         let mut sent = 0u64;
         loop {
-            let due = arrivals_due(start.elapsed(), rate, length);
+            // One reading of the clock for both: the pass that sees the step's end
+            // has sent every arrival of the step.
+            let now = start.elapsed();
+            let due = arrivals_due(now, rate, length);
             while sent < due {
                 let intended = start + arrival_offset(sent, rate);
                 match permits.clone().try_acquire_owned() {
@@ -139,7 +142,7 @@ impl Runner {
                 }
                 sent += 1;
             }
-            if start.elapsed() >= length || self.stop.is_stopped() {
+            if now >= length || self.stop.is_stopped() {
                 break;
             }
             let next = start + arrival_offset(sent, rate).min(length);

@@ -8,7 +8,8 @@
 //! exactly as much as the load asks for: a batch closes when the one before it
 //! has committed (a few milliseconds) or when it is full. Orders are spread over
 //! lanes by their first variant, so every buyer of a hot variant meets in one lane
-//! while unrelated orders are placed in parallel. Across processes, batches of
+//! while unrelated orders are placed in parallel (orders that use a limited
+//! promotion go by the promotion instead, for the same reason). Across processes, batches of
 //! the same variant serialise on its stock row lock, which is what keeps them correct.
 
 use std::collections::BTreeSet;
@@ -69,7 +70,11 @@ impl OrderBatches {
 
     /// Places `order` in the next batch of its lane and waits for its outcome.
     pub async fn place(&self, order: Arc<NewOrder>, idempotency: (&str, &str), actor: &Actor) -> StoreResult<Placed> {
-        let first = order.lines.iter().map(|l| l.variant_id).min().unwrap_or_default();
+        // Orders that take a limited promotion's use meet in its lane, so its
+        // counter is locked once per batch, like a hot variant's stock row.
+        let limited =
+            order.discounts.iter().filter(|d| d.limited || d.per_customer || d.single_use).map(|d| d.promotion_id).min();
+        let first = limited.or_else(|| order.lines.iter().map(|l| l.variant_id).min()).unwrap_or_default();
         let lane = (first.as_u128() % self.lanes.len() as u128) as usize;
         let (answer, outcome) = oneshot::channel();
         let waiting =

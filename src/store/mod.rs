@@ -191,6 +191,7 @@ pub struct Store {
     dialect: Dialect,
     sold_out: Arc<SoldOut>,
     versions: Arc<CatalogVersions>,
+    automatic_promotions: Arc<promotions::AutomaticPromotions>,
 }
 
 macro_rules! migrations {
@@ -251,7 +252,13 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Self { pool, dialect, sold_out: Arc::new(SoldOut::in_process()), versions: Arc::new(CatalogVersions::default()) })
+        Ok(Self {
+            pool,
+            dialect,
+            sold_out: Arc::new(SoldOut::in_process()),
+            versions: Arc::new(CatalogVersions::default()),
+            automatic_promotions: Arc::default(),
+        })
     }
 
     /// Shares `sold_out` (for example one backed by Redis) instead of this

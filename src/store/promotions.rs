@@ -7,6 +7,8 @@
 //! staff update recounts it from `order_discounts` under the row's lock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -76,6 +78,33 @@ pub struct NewDiscount {
     pub limited: bool,
     pub per_customer: bool,
     pub single_use: bool,
+}
+
+/// How long an instance keeps the list of automatic promotions. Every cart view
+/// and checkout needs it; reading and parsing it each time cost a busy shop a
+/// quarter of its checkout throughput (docs/BENCHMARKS.md §7). An instance forgets
+/// it on its own promotion writes; other instances see a staff change within this
+/// long. Windows (`starts_at`/`ends_at`) are still judged at the moment of pricing,
+/// and usage limits under the lock at placement.
+pub const AUTOMATIC_TTL: Duration = Duration::from_secs(1);
+
+/// The automatic promotions last read, with when.
+#[derive(Default)]
+pub struct AutomaticPromotions(Mutex<Option<(Instant, Arc<Vec<StoredOffer>>)>>);
+
+impl AutomaticPromotions {
+    fn fresh(&self) -> Option<Arc<Vec<StoredOffer>>> {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.as_ref().filter(|(at, _)| at.elapsed() < AUTOMATIC_TTL).map(|(_, offers)| offers.clone())
+    }
+
+    fn keep(&self, offers: Arc<Vec<StoredOffer>>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), offers));
+    }
+
+    fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +180,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.automatic_promotions.forget();
         self.promotion(promotion_id).await?.ok_or(StoreError::NotFound("promotion"))
     }
 
@@ -210,6 +240,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.automatic_promotions.forget();
         self.promotion(promotion_id).await?.ok_or(PromotionWriteError::NotFound)
     }
 
@@ -341,15 +372,23 @@ impl Store {
     /// the cart's codes in the order they were applied, each with what its
     /// counters say (`customer`: the buyer's key for per-customer limits, when known).
     pub async fn promotion_offers(&self, cart_id: Uuid, customer: Option<&str>, at: &str) -> StoreResult<Vec<StoredOffer>> {
-        let automatic = sqlx::query(
-            "SELECT id, rules, uses, usage_limit, CAST(NULL AS TEXT) AS code, CAST(0 AS BIGINT) AS single_use,
-                CAST(0 AS BIGINT) AS code_uses FROM promotions
-             WHERE automatic = 1 AND active = 1 AND (starts_at IS NULL OR starts_at <= $1) AND (ends_at IS NULL OR ends_at > $1)
-             ORDER BY id",
-        )
-        .bind(at)
-        .fetch_all(&self.pool)
-        .await?;
+        let automatic = match self.automatic_promotions.fresh() {
+            Some(offers) => offers,
+            None => {
+                // Not yet started ones too: the evaluator judges the window when pricing.
+                let rows = sqlx::query(
+                    "SELECT id, rules, uses, usage_limit, CAST(NULL AS TEXT) AS code, CAST(0 AS BIGINT) AS single_use,
+                        CAST(0 AS BIGINT) AS code_uses FROM promotions
+                     WHERE automatic = 1 AND active = 1 AND (ends_at IS NULL OR ends_at > $1) ORDER BY id",
+                )
+                .bind(at)
+                .fetch_all(&self.pool)
+                .await?;
+                let offers = Arc::new(rows.iter().map(offer_row).collect::<StoreResult<Vec<_>>>()?);
+                self.automatic_promotions.keep(offers.clone());
+                offers
+            }
+        };
         let coded = sqlx::query(
             "SELECT p.id, p.rules, p.uses, p.usage_limit, cp.code, pc.single_use, pc.uses AS code_uses
              FROM cart_promotions cp
@@ -361,22 +400,9 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut offers = Vec::with_capacity(automatic.len() + coded.len());
-        for r in automatic.iter().chain(&coded) {
-            let rules: PromotionRules = json(r, "rules")?;
-            let single_use = flag(r, "single_use")?;
-            let blocked = if opt_int(r, "usage_limit")?.is_some_and(|l| int(r, "uses").unwrap_or(0) >= l) {
-                Some(Reason::Exhausted)
-            } else if single_use && int(r, "code_uses")? > 0 {
-                Some(Reason::AlreadyUsed)
-            } else {
-                None
-            };
-            offers.push(StoredOffer {
-                promotion: Promotion { id: id(r, "id")?, rules },
-                code: opt_text(r, "code")?,
-                single_use,
-                blocked,
-            });
+        offers.extend(automatic.iter().cloned());
+        for r in &coded {
+            offers.push(offer_row(r)?);
         }
         let per_customer: Vec<String> = offers
             .iter()
@@ -486,6 +512,23 @@ impl Store {
             })
             .collect()
     }
+}
+
+fn offer_row(r: &sqlx::any::AnyRow) -> StoreResult<StoredOffer> {
+    let single_use = flag(r, "single_use")?;
+    let blocked = if opt_int(r, "usage_limit")?.is_some_and(|l| int(r, "uses").unwrap_or(0) >= l) {
+        Some(Reason::Exhausted)
+    } else if single_use && int(r, "code_uses")? > 0 {
+        Some(Reason::AlreadyUsed)
+    } else {
+        None
+    };
+    Ok(StoredOffer {
+        promotion: Promotion { id: id(r, "id")?, rules: json(r, "rules")? },
+        code: opt_text(r, "code")?,
+        single_use,
+        blocked,
+    })
 }
 
 async fn touch_cart(tx: &mut Tx, cart_id: Uuid) -> StoreResult<()> {
