@@ -346,16 +346,20 @@ async fn priced_order(
             errors: unbuyable,
         });
     }
+    // Anything on offer that the cart may have shown and that does not apply now:
+    // refused rather than charged differently, unless the shopper said to go on.
     let unusable: Vec<FieldError> = priced
         .promotions
         .evaluation
         .refused
         .iter()
-        .filter(|r| r.code.is_some() && !input.drop_unavailable_promotions)
-        .map(|r| FieldError {
-            field: "codes".into(),
-            code: serde_json::to_value(r.reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-            message: format!("{}: {}", r.code.as_deref().unwrap_or_default(), r.reason.message()),
+        .filter(|r| {
+            !input.drop_unavailable_promotions
+                && (r.code.is_some() || matches!(r.reason, Reason::Exhausted | Reason::AlreadyUsed))
+        })
+        .map(|r| {
+            let name = r.code.clone().unwrap_or_else(|| priced.promotions.name_of(r.promotion_id));
+            FieldError { field: "codes".into(), code: reason_code(r.reason), message: format!("{name}: {}", r.reason.message()) }
         })
         .collect();
     if !unusable.is_empty() {
@@ -472,6 +476,10 @@ fn refused(new_order: &NewOrder, placed: Placed) -> ApiError {
     }
 }
 
+fn reason_code(reason: Reason) -> String {
+    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 fn errors_extend(errors: &mut FieldErrors, more: Vec<FieldError>) {
     for e in more {
         errors.push(e.field, &e.code, e.message);
@@ -509,6 +517,13 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
         _ => return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED),
     }
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
+    if order.grand_total == 0 {
+        // Discounted to nothing: there is nothing to charge, and providers refuse
+        // zero amounts, so the provider is not asked.
+        let free = PaymentStart::Succeeded { reference: String::new() };
+        let (status, reference) = settle(ctx.store, &mut order, provider.name(), free).await?;
+        return answer(ctx, &order, provider.name(), (status, reference), StatusCode::CREATED);
+    }
     let request = PaymentRequest {
         order_id: order.id,
         amount: order.grand_total,

@@ -62,6 +62,10 @@ impl CartPromotions {
         self.offers.iter().find(|o| o.promotion.id == promotion_id)
     }
 
+    pub fn name_of(&self, promotion_id: Uuid) -> String {
+        self.offer(promotion_id).map(|o| o.promotion.rules.name.clone()).unwrap_or_default()
+    }
+
     /// The discounts an order placed now carries.
     pub fn discounts(&self) -> Vec<NewDiscount> {
         self.evaluation
@@ -85,14 +89,13 @@ impl CartPromotions {
     }
 
     pub fn views(&self) -> (Vec<DiscountView>, Vec<CodeView>) {
-        let name = |id: Uuid| self.offer(id).map(|o| o.promotion.rules.name.clone()).unwrap_or_default();
         let discounts = self
             .evaluation
             .applied
             .iter()
             .map(|a| DiscountView {
                 promotion_id: a.promotion_id,
-                name: name(a.promotion_id),
+                name: self.name_of(a.promotion_id),
                 code: a.code.clone(),
                 target: a.target,
                 amount: a.amount,

@@ -166,7 +166,8 @@ impl Store {
                 .map(|(i, _)| (batch[*i].order.id, batch[*i].order.customer_key.as_str(), batch[*i].order.discounts.as_slice()))
                 .filter(|(_, _, d)| !d.is_empty())
                 .collect();
-            super::promotions::record_discounts(&mut tx, &discounts).await?;
+            let limited = usage.counters.iter().filter(|(_, c)| c.usage_limit.is_some()).map(|(id, _)| *id).collect();
+            super::promotions::record_discounts(&mut tx, &discounts, &limited).await?;
         }
         tx.commit().await?;
         for (i, _) in &winners {

@@ -540,11 +540,12 @@ async fn touch_cart(tx: &mut Tx, cart_id: Uuid) -> StoreResult<()> {
     Ok(())
 }
 
-/// The usage claims of an order: one per limited promotion it uses.
+/// The usage claims of an order: one per promotion it uses. Which of them
+/// count against a limit is decided by the promotion's row as locked at
+/// placement, not by what pricing saw.
 pub fn claims(discounts: &[NewDiscount], customer: &str) -> Vec<Claim> {
     discounts
         .iter()
-        .filter(|d| d.limited || d.per_customer || d.single_use)
         .map(|d| Claim {
             promotion_id: d.promotion_id,
             single_use_code: d.code.clone().filter(|_| d.single_use),
@@ -553,38 +554,93 @@ pub fn claims(discounts: &[NewDiscount], customer: &str) -> Vec<Claim> {
         .collect()
 }
 
-/// Locks the counters of the promotions `claims` name (in id order, after the
-/// stock rows: the order every writer takes them in) and reads what the
-/// allocation needs.
+/// Whether a promotion row's uses must be counted under an exclusive lock.
+fn counted(r: &sqlx::any::AnyRow) -> StoreResult<bool> {
+    let rules: PromotionRules = json(r, "rules")?;
+    Ok(rules.usage_limit.is_some() || rules.per_customer_limit.is_some() || rules.conditions.first_order_only)
+}
+
+const LOCK_COLUMNS: &str = "SELECT id, uses, rules, active, ends_at FROM promotions WHERE id IN (";
+
+/// Locks the promotions `claims` name, after the stock rows (the order every
+/// writer takes them in), and reads what the allocation needs. Promotions with a
+/// limit (or single-use codes in this batch) are locked exclusively, in id order,
+/// so concurrent batches count their uses one after the other; the others are
+/// share-locked, which blocks nobody but a staff change (and makes it wait for the
+/// orders in flight). A promotion switched off or ended since pricing refuses
+/// its orders here.
 pub(super) async fn lock_usage(tx: &mut Tx, claims: &[&Claim]) -> StoreResult<Usage> {
     let mut usage = Usage::default();
     let promotions: BTreeSet<String> = claims.iter().map(|c| c.promotion_id.to_string()).collect();
     if promotions.is_empty() {
         return Ok(usage);
     }
-    let mut q = SqlBuilder::new("SELECT id, uses, usage_limit, per_customer_limit FROM promotions WHERE id IN (");
-    q.bind_list(promotions.iter().cloned()).push(") ORDER BY id");
+    let mut rows = Vec::new();
     if tx.dialect() == Dialect::Postgres {
-        q.push(" FOR UPDATE");
+        let with_codes: BTreeSet<String> =
+            claims.iter().filter(|c| c.single_use_code.is_some()).map(|c| c.promotion_id.to_string()).collect();
+        let mut q = SqlBuilder::new(LOCK_COLUMNS);
+        q.bind_list(promotions.iter().cloned()).push(")");
+        let mut exclusive = BTreeSet::new();
+        for r in q.build().fetch_all(&mut **tx).await? {
+            let id = text(&r, "id")?;
+            if counted(&r)? || with_codes.contains(&id) {
+                exclusive.insert(id);
+            }
+        }
+        let shared: Vec<String> = promotions.iter().filter(|p| !exclusive.contains(*p)).cloned().collect();
+        for (ids, lock) in [(exclusive.iter().cloned().collect::<Vec<_>>(), " FOR UPDATE"), (shared, " FOR SHARE")] {
+            if ids.is_empty() {
+                continue;
+            }
+            let mut q = SqlBuilder::new(LOCK_COLUMNS);
+            q.bind_list(ids).push(") ORDER BY id").push(lock);
+            for r in q.build().fetch_all(&mut **tx).await? {
+                if lock == " FOR SHARE" && counted(&r)? {
+                    // A limit added by staff between the two reads: count under the
+                    // exclusive lock after all (two such batches may deadlock; the
+                    // database picks one, which is placed again on its own).
+                    let mut q = SqlBuilder::new(LOCK_COLUMNS);
+                    q.bind(text(&r, "id")?).push(") FOR UPDATE");
+                    rows.push(q.build().fetch_one(&mut **tx).await?);
+                } else {
+                    rows.push(r);
+                }
+            }
+        }
+    } else {
+        // SQLite: the transaction holds the database's write lock already.
+        let mut q = SqlBuilder::new(LOCK_COLUMNS);
+        q.bind_list(promotions.iter().cloned()).push(")");
+        rows = q.build().fetch_all(&mut **tx).await?;
     }
-    for r in q.build().fetch_all(&mut **tx).await? {
+    let at = now();
+    for r in &rows {
+        let rules: PromotionRules = json(r, "rules")?;
+        let running = flag(r, "active")? && opt_text(r, "ends_at")?.is_none_or(|end| end > at);
+        // A first-order promotion is one use per customer, held here: two
+        // concurrent first orders of one customer cannot both take it.
+        let per_customer = match (rules.per_customer_limit, rules.conditions.first_order_only) {
+            (limit, false) => limit,
+            (limit, true) => Some(limit.map_or(1, |l| l.min(1))),
+        };
         usage.counters.insert(
-            id(&r, "id")?,
-            Counter {
-                uses: int(&r, "uses")?,
-                usage_limit: opt_int(&r, "usage_limit")?,
-                per_customer_limit: opt_int(&r, "per_customer_limit")?,
-            },
+            id(r, "id")?,
+            Counter { uses: int(r, "uses")?, usage_limit: rules.usage_limit, per_customer_limit: per_customer, running },
         );
     }
     let customers: BTreeSet<&str> = claims.iter().map(|c| c.customer.as_str()).collect();
-    let mut q = SqlBuilder::new(
-        "SELECT promotion_id, customer_key, COUNT(*) AS n FROM order_discounts WHERE released_at IS NULL AND promotion_id IN (",
-    );
-    q.bind_list(promotions.iter().cloned()).push(") AND customer_key IN (");
-    q.bind_list(customers.iter().map(|c| c.to_string())).push(") GROUP BY promotion_id, customer_key");
-    for r in q.build().fetch_all(&mut **tx).await? {
-        usage.by_customer.insert((id(&r, "promotion_id")?, text(&r, "customer_key")?), int(&r, "n")?);
+    let limited: Vec<String> =
+        usage.counters.iter().filter(|(_, c)| c.per_customer_limit.is_some()).map(|(id, _)| id.to_string()).collect();
+    if !limited.is_empty() {
+        let mut q = SqlBuilder::new(
+            "SELECT promotion_id, customer_key, COUNT(*) AS n FROM order_discounts WHERE released_at IS NULL AND promotion_id IN (",
+        );
+        q.bind_list(limited).push(") AND customer_key IN (");
+        q.bind_list(customers.iter().map(|c| c.to_string())).push(") GROUP BY promotion_id, customer_key");
+        for r in q.build().fetch_all(&mut **tx).await? {
+            usage.by_customer.insert((id(&r, "promotion_id")?, text(&r, "customer_key")?), int(&r, "n")?);
+        }
     }
     let codes: BTreeSet<String> = claims.iter().filter_map(|c| c.single_use_code.clone()).collect();
     if !codes.is_empty() {
@@ -597,16 +653,21 @@ pub(super) async fn lock_usage(tx: &mut Tx, claims: &[&Claim]) -> StoreResult<Us
     Ok(usage)
 }
 
-/// Writes the discounts of placed orders and takes their uses.
-pub(super) async fn record_discounts(tx: &mut Tx, orders: &[(Uuid, &str, &[NewDiscount])]) -> StoreResult<()> {
+/// Writes the discounts of placed orders and takes their uses of the promotions
+/// in `limited` (those with a usage limit, exclusively locked by `lock_usage`).
+pub(super) async fn record_discounts(
+    tx: &mut Tx,
+    orders: &[(Uuid, &str, &[NewDiscount])],
+    limited: &BTreeSet<Uuid>,
+) -> StoreResult<()> {
     let ts = now();
-    let mut limited: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut taken: BTreeMap<Uuid, i64> = BTreeMap::new();
     let mut single_use = Vec::new();
     let mut rows = Vec::new();
     for (order_id, customer, discounts) in orders {
         for d in discounts.iter() {
-            if d.limited || d.per_customer || d.single_use {
-                *limited.entry(d.promotion_id).or_insert(0) += 1;
+            if limited.contains(&d.promotion_id) {
+                *taken.entry(d.promotion_id).or_insert(0) += 1;
             }
             if let Some(code) = d.code.as_ref().filter(|_| d.single_use) {
                 single_use.push(code.clone());
@@ -631,9 +692,8 @@ pub(super) async fn record_discounts(tx: &mut Tx, orders: &[(Uuid, &str, &[NewDi
         q.bind_rows(chunk.iter().cloned());
         q.build().execute(&mut **tx).await.map_err(StoreError::from_db)?;
     }
-    // The rows locked by `lock_usage`; the counter is kept for those with a limit.
-    for (promotion_id, n) in limited {
-        sqlx::query("UPDATE promotions SET uses = uses + $1 WHERE id = $2 AND usage_limit IS NOT NULL")
+    for (promotion_id, n) in taken {
+        sqlx::query("UPDATE promotions SET uses = uses + $1 WHERE id = $2")
             .bind(n)
             .bind(promotion_id.to_string())
             .execute(&mut **tx)
@@ -649,7 +709,8 @@ pub(super) async fn record_discounts(tx: &mut Tx, orders: &[(Uuid, &str, &[NewDi
 }
 
 /// Gives back the uses of an order that did not go through (cancelled, expired,
-/// payment failed). Idempotent: each redemption is released once.
+/// payment failed). Idempotent: each redemption is released once. Counters are
+/// updated in id order, the order checkout locks them in.
 pub(super) async fn release_discounts(tx: &mut Tx, order_id: Uuid) -> StoreResult<()> {
     let released = sqlx::query(
         "UPDATE order_discounts SET released_at = $1 WHERE order_id = $2 AND released_at IS NULL RETURNING promotion_id, code",
@@ -658,17 +719,26 @@ pub(super) async fn release_discounts(tx: &mut Tx, order_id: Uuid) -> StoreResul
     .bind(order_id.to_string())
     .fetch_all(&mut **tx)
     .await?;
+    let mut by_promotion: BTreeMap<String, i64> = BTreeMap::new();
+    let mut codes = BTreeSet::new();
     for r in &released {
-        sqlx::query("UPDATE promotions SET uses = uses - 1 WHERE id = $1 AND usage_limit IS NOT NULL AND uses > 0")
-            .bind(text(r, "promotion_id")?)
+        *by_promotion.entry(text(r, "promotion_id")?).or_insert(0) += 1;
+        if let Some(code) = opt_text(r, "code")? {
+            codes.insert(code);
+        }
+    }
+    for (promotion_id, n) in by_promotion {
+        sqlx::query("UPDATE promotions SET uses = uses - $1 WHERE id = $2 AND usage_limit IS NOT NULL AND uses >= $1")
+            .bind(n)
+            .bind(promotion_id)
             .execute(&mut **tx)
             .await?;
-        if let Some(code) = opt_text(r, "code")? {
-            sqlx::query("UPDATE promotion_codes SET uses = uses - 1 WHERE code = $1 AND single_use = 1 AND uses > 0")
-                .bind(code)
-                .execute(&mut **tx)
-                .await?;
-        }
+    }
+    for code in codes {
+        sqlx::query("UPDATE promotion_codes SET uses = uses - 1 WHERE code = $1 AND single_use = 1 AND uses > 0")
+            .bind(code)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }

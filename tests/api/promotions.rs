@@ -308,6 +308,34 @@ async fn uses_come_back_when_an_order_fails_or_is_cancelled(app: TestApp) {
     app.checkout_with(&fourth, "k-6", other).await.expect(201);
 }
 
+async fn a_used_up_automatic_promotion_is_never_silently_dropped_and_free_orders_skip_the_provider(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Poster", &[("POS-1", 1500, 50)]).await;
+    app.promotion(
+        &staff,
+        json!({"name": "Launch gift", "automatic": true, "usage_limit": 1, "action": {"type": "order_percent", "percent_bp": 10000}}),
+    )
+    .await;
+    app.promotion(&staff, json!({"name": "Free shipping", "automatic": true, "action": {"type": "free_shipping"}})).await;
+    let first = app.guest_cart().await;
+    app.add_to_cart(&first, "POS-1", 1).await;
+    let second = app.guest_cart().await;
+    app.add_to_cart(&second, "POS-1", 1).await;
+    // Both carts show the gift; the first to check out gets the poster for nothing,
+    // and the provider is not asked (this token would be declined).
+    let placed = app.checkout_with(&first, "free-1", checkout_body("tok_decline")).await.expect(201);
+    assert_eq!((placed["order"]["grand_total"].as_i64(), placed["order"]["status"].as_str()), (Some(0), Some("paid")));
+    assert_eq!(placed["order"]["discount_total"], 1500 + 495);
+    // The second shopper saw the gift too: told, not charged 15.00 behind their back.
+    let refused = app.checkout_with(&second, "free-2", checkout_body("tok_ok")).await.problem(409, "promotion_exhausted");
+    assert!(refused["errors"][0]["message"].as_str().unwrap().starts_with("Launch gift"), "{refused}");
+    let mut body = checkout_body("tok_ok");
+    body["drop_unavailable_promotions"] = json!(true);
+    let paid = app.checkout_with(&second, "free-3", body).await.expect(201);
+    assert_eq!(paid["order"]["grand_total"], 1500);
+}
+
 async fn single_use_codes_are_generated_exported_and_used_once(app: TestApp) {
     let staff = app.owner_token().await;
     german_rates(&app, &staff).await;
@@ -371,6 +399,7 @@ on_both_databases!(
     a_code_on_the_cart_shows_its_discount_and_the_order_keeps_it,
     automatic_promotions_stack_by_priority_and_exclusive_ones_stand_alone,
     uses_come_back_when_an_order_fails_or_is_cancelled,
+    a_used_up_automatic_promotion_is_never_silently_dropped_and_free_orders_skip_the_provider,
     single_use_codes_are_generated_exported_and_used_once,
 );
 

@@ -138,7 +138,8 @@ pub struct Refused {
 pub struct Evaluation {
     pub applied: Vec<Applied>,
     /// Offers that do not apply, with why (automatic promotions whose conditions
-    /// are simply not met are left out: they were never asked for).
+    /// are simply not met are left out: they were never asked for; used-up ones
+    /// are not).
     pub refused: Vec<Refused>,
     /// Discount on each line (sum of the applied shares).
     pub line_discounts: Vec<i64>,
@@ -157,8 +158,9 @@ pub fn evaluate(cart: &Cart<'_>, offers: &[Offer<'_>]) -> Evaluation {
         match verdict {
             Ok(matching) => eligible.push((offer, matching)),
             // A code was asked for: say why it does nothing. An automatic promotion
-            // was not, so its unmet conditions are not news.
-            Err(reason) if offer.code.is_some() || reason == Reason::DuplicatePromotion => {
+            // was not, so its unmet conditions are not news; but one used up (by
+            // everyone, or by this buyer) is: the cart may have shown it.
+            Err(reason) if offer.code.is_some() || reason == Reason::DuplicatePromotion || offer.blocked == Some(reason) => {
                 refused.push(Refused { promotion_id: p.id, code: offer.code.map(str::to_owned), reason })
             }
             Err(_) => {}
@@ -486,6 +488,19 @@ mod tests {
         p.rules.currency = Some("USD".into());
         let e = evaluate(&cart, &[Offer { promotion: &p, code: Some("SAVE"), blocked: None }]);
         assert_eq!(e.refused[0].reason, Reason::CurrencyMismatch);
+    }
+
+    #[test]
+    fn a_used_up_automatic_promotion_is_reported_unmet_conditions_are_not() {
+        let mut p = promo(1, Action::FreeShipping);
+        p.rules.conditions.min_quantity = Some(5);
+        let lines = [line(1, 1_000, 1)];
+        let buyer = Buyer::default();
+        let cart = Cart { currency: eur(), lines: &lines, shipping: 100, buyer: &buyer, now: OffsetDateTime::UNIX_EPOCH };
+        assert!(evaluate(&cart, &[Offer { promotion: &p, code: None, blocked: None }]).refused.is_empty());
+        p.rules.conditions.min_quantity = None;
+        let e = evaluate(&cart, &[Offer { promotion: &p, code: None, blocked: Some(Reason::Exhausted) }]);
+        assert_eq!(e.refused, [Refused { promotion_id: p.id, code: None, reason: Reason::Exhausted }]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Counter {
     pub uses: i64,
     pub usage_limit: Option<i64>,
     pub per_customer_limit: Option<i64>,
+    /// Still active and not ended.
+    pub running: bool,
 }
 
 /// One promotion an order wants to redeem.
@@ -48,6 +50,9 @@ impl Usage {
         for c in claims {
             let refuse = |reason| Err(Refusal { promotion_id: c.promotion_id, reason });
             let Some(counter) = self.counters.get(&c.promotion_id) else { return refuse(Reason::Inactive) };
+            if !counter.running {
+                return refuse(Reason::Inactive);
+            }
             if counter.usage_limit.is_some_and(|l| counter.uses >= l) {
                 return refuse(Reason::Exhausted);
             }
@@ -84,8 +89,8 @@ mod tests {
     fn usage(limit: Option<i64>, per_customer: Option<i64>) -> Usage {
         Usage {
             counters: BTreeMap::from([
-                (Uuid::from_u128(1), Counter { uses: 0, usage_limit: limit, per_customer_limit: per_customer }),
-                (Uuid::from_u128(2), Counter { uses: 0, usage_limit: None, per_customer_limit: None }),
+                (Uuid::from_u128(1), Counter { uses: 0, usage_limit: limit, per_customer_limit: per_customer, running: true }),
+                (Uuid::from_u128(2), Counter { uses: 0, usage_limit: None, per_customer_limit: None, running: true }),
             ]),
             ..Usage::default()
         }
@@ -100,6 +105,8 @@ mod tests {
         assert_eq!(u.take(&[claim(1, "c", None)]).unwrap_err().reason, Reason::Exhausted);
         assert!(u.take(&[claim(2, "c", Some("ONCE"))]).is_ok());
         assert_eq!(u.take(&[claim(2, "d", Some("ONCE"))]).unwrap_err().reason, Reason::AlreadyUsed);
+        u.counters.get_mut(&Uuid::from_u128(2)).unwrap().running = false;
+        assert_eq!(u.take(&[claim(2, "e", None)]).unwrap_err().reason, Reason::Inactive);
     }
 
     #[test]
