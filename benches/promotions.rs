@@ -71,7 +71,7 @@ fn lines(n: usize) -> Vec<Line> {
 fn fifty_promotions(bencher: divan::Bencher, cart_lines: usize) {
     let promotions = promotions(50);
     let lines = lines(cart_lines);
-    let buyer = Buyer { customer_id: Some(Uuid::from_u128(5)), previous_orders: 2 };
+    let buyer = Buyer { customer_id: Some(Uuid::from_u128(5)), previous_orders: 2, segments: vec!["vip".into()] };
     let offers: Vec<Offer<'_>> = promotions.iter().map(|p| Offer { promotion: p, code: None, blocked: None }).collect();
     let now = time::OffsetDateTime::now_utc();
     bencher.bench(|| {

@@ -184,6 +184,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(promotions::get_promotion, promotions::update_promotion))
         .routes(routes!(promotions::list_codes, promotions::add_codes))
         .routes(routes!(promotions::redemptions))
+        .routes(routes!(promotions::set_segments))
         .routes(routes!(promotions::apply_code))
         .routes(routes!(promotions::remove_code))
         .routes(routes!(admin_jobs::list_jobs))

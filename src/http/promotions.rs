@@ -13,7 +13,7 @@ use super::extract::{ApiJson, ApiQuery, PathId, ShopperAuth, Staff, perm};
 use crate::domain::promotions::rules::PromotionRules;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::ops::carts::{self as carts, CartView, Destination};
-use crate::ops::promotions::{self as ops, ApplyCodeInput, NewCodesAnswer, NewCodesInput};
+use crate::ops::promotions::{self as ops, ApplyCodeInput, NewCodesAnswer, NewCodesInput, Segments};
 use crate::store::promotions::{PromotionCode, PromotionRecord, Redemption};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -166,6 +166,21 @@ pub async fn redemptions(
     let page = state.store.redemptions(id, before, limit).await?;
     let next_cursor = (page.len() as i64 == limit).then(|| page.last().map(|(k, _)| k.to_string())).flatten();
     Ok(Json(RedemptionList { items: page.into_iter().map(|(_, r)| r).collect(), next_cursor }))
+}
+
+/// Replaces the segments a customer belongs to, which promotions can be limited to
+/// (`conditions.segments`).
+#[utoipa::path(put, path = "/v1/admin/customers/{id}/segments", tag = "admin-promotions", params(("id" = Uuid, Path)),
+    request_body = Segments,
+    responses((status = 200, body = Segments), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("staff_token" = ["promotions:manage"])))]
+pub async fn set_segments(
+    staff: Staff<perm::PromotionsManage>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<Segments>,
+) -> ApiResult<Json<Segments>> {
+    Ok(Json(ops::set_segments(&state.store, id, &input, &staff.actor()).await?))
 }
 
 /// Applies a coupon code to the cart. The answer is the cart, repriced, with

@@ -180,7 +180,11 @@ pub async fn evaluate_cart(
         Some(c) if offers.iter().any(|o| o.promotion.rules.conditions.first_order_only) => store.previous_orders(c).await?,
         _ => 0,
     };
-    let buyer = Buyer { customer_id: who.customer_id, previous_orders };
+    let segments = match who.customer_id {
+        Some(c) if offers.iter().any(|o| !o.promotion.rules.conditions.segments.is_empty()) => store.customer_segments(c).await?,
+        _ => Vec::new(),
+    };
+    let buyer = Buyer { customer_id: who.customer_id, previous_orders, segments };
     let inputs: Vec<Line> = lines
         .iter()
         .map(|l| Line {
@@ -378,4 +382,33 @@ pub async fn codes_csv(store: &Store, id: Uuid) -> ApiResult<String> {
         out.push_str(&format!("{},{},{},{}\n", c.code, c.single_use, c.redemptions, c.created_at));
     }
     Ok(out)
+}
+
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Segments {
+    /// Segment names: lower-case letters, digits, `-`, `_`; replaces the customer's list.
+    pub segments: Vec<String>,
+}
+
+pub async fn set_segments(store: &Store, customer_id: Uuid, input: &Segments, actor: &Actor) -> ApiResult<Segments> {
+    let mut errors = crate::domain::validation::FieldErrors::new();
+    if input.segments.len() > 50 {
+        errors.push("segments", "too_many", "at most 50 segments");
+    }
+    let mut names: Vec<String> = input
+        .segments
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| errors.check(format!("segments[{i}]"), crate::domain::promotions::rules::parse_segment(s)))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors.into_vec()));
+    }
+    names.sort();
+    names.dedup();
+    if !store.set_customer_segments(customer_id, &names, actor).await? {
+        return Err(ApiError::NotFound("customer"));
+    }
+    Ok(Segments { segments: names })
 }

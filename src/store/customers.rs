@@ -92,6 +92,49 @@ impl Store {
         Ok(q.build().fetch_optional(&self.pool).await?.as_ref().map(customer_row).transpose()?.map(|c| c.customer))
     }
 
+    pub async fn customer_segments(&self, customer_id: Uuid) -> StoreResult<Vec<String>> {
+        let row = sqlx::query("SELECT segments FROM customers WHERE id = $1")
+            .bind(customer_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(|r| super::rows::json(r, "segments")).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// Replaces a customer's segments; `false` when there is no such customer.
+    pub async fn set_customer_segments(
+        &self,
+        customer_id: Uuid,
+        segments: &[String],
+        actor: &super::audit::Actor,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let before = sqlx::query("SELECT segments FROM customers WHERE id = $1")
+            .bind(customer_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(before) = before else { return Ok(false) };
+        sqlx::query("UPDATE customers SET segments = $1, updated_at = $2 WHERE id = $3")
+            .bind(super::rows::to_json(&segments))
+            .bind(now())
+            .bind(customer_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        super::audit::record(
+            &mut tx,
+            actor,
+            super::audit::Change {
+                action: "customer.segments",
+                entity_type: "customer",
+                entity_id: customer_id,
+                before: super::rows::opt_json(&before, "segments")?,
+                after: Some(serde_json::json!(segments)),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn addresses(&self, customer_id: Uuid) -> StoreResult<Vec<SavedAddress>> {
         let mut q = SqlBuilder::new(SELECT_ADDRESS);
         q.push(" WHERE customer_id = ").bind(customer_id.to_string()).push(" ORDER BY id");

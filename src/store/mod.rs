@@ -223,6 +223,7 @@ migrations! {
     8 => "0008_batched_reservations",
     9 => "0009_catalog_events",
     10 => "0010_promotions",
+    11 => "0011_customer_segments",
 }
 
 impl Store {

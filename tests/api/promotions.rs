@@ -336,6 +336,44 @@ async fn a_used_up_automatic_promotion_is_never_silently_dropped_and_free_orders
     assert_eq!(paid["order"]["grand_total"], 1500);
 }
 
+async fn segment_promotions_reach_only_customers_staff_put_in_the_segment(app: TestApp) {
+    let staff = app.owner_token().await;
+    stocked_product(&app, &staff, "Vase", &[("VASE-1", 3000, 10)]).await;
+    app.promotion(
+        &staff,
+        json!({"name": "VIP 10 %", "automatic": true, "action": {"type": "order_percent", "percent_bp": 1000},
+               "conditions": {"segments": ["vip"]}}),
+    )
+    .await;
+    let reg = app
+        .send(Method::POST, "/v1/auth/register", None, Some(json!({"email": "vip@example.com", "password": crate::helpers::PASSWORD})))
+        .await
+        .expect(201);
+    let customer = reg["customer"]["id"].as_str().unwrap().to_owned();
+    let token = reg["tokens"]["access_token"].as_str().unwrap().to_owned();
+    let cart = app.send(Method::POST, "/v1/carts", Some(&token), None).await.expect(201);
+    let cart_id = cart["id"].as_str().unwrap().to_owned();
+    let items = format!("/v1/carts/{cart_id}/items");
+    let cart = app.send(Method::POST, &items, Some(&token), Some(json!({"sku": "VASE-1", "quantity": 1}))).await.expect(201);
+    assert_eq!(cart["discount_total"], 0);
+
+    let segments = format!("/v1/admin/customers/{customer}/segments");
+    let bad = app.send(Method::PUT, &segments, Some(&staff), Some(json!({"segments": ["vip", "Big Spenders"]}))).await;
+    assert_eq!(Answer::fields(&bad.problem(422, "validation_failed")), ["segments[1]"]);
+    let support = app.token_for(Role::Support).await;
+    app.send(Method::PUT, &segments, Some(&support), Some(json!({"segments": ["vip"]}))).await.expect(403);
+    let unknown = format!("/v1/admin/customers/{}/segments", uuid::Uuid::now_v7());
+    app.send(Method::PUT, &unknown, Some(&staff), Some(json!({"segments": ["vip"]}))).await.expect(404);
+    let set = app.send(Method::PUT, &segments, Some(&staff), Some(json!({"segments": ["vip", "newsletter", "vip"]}))).await.expect(200);
+    assert_eq!(set["segments"], json!(["newsletter", "vip"]));
+
+    let cart = app.send(Method::GET, &format!("/v1/carts/{cart_id}"), Some(&token), None).await.expect(200);
+    assert_eq!(cart["discount_total"], 300);
+    // A guest buying the same is not in the segment.
+    let guest = app.guest_cart().await;
+    assert_eq!(app.add_to_cart(&guest, "VASE-1", 1).await["discount_total"], 0);
+}
+
 async fn single_use_codes_are_generated_exported_and_used_once(app: TestApp) {
     let staff = app.owner_token().await;
     german_rates(&app, &staff).await;
@@ -400,6 +438,7 @@ on_both_databases!(
     automatic_promotions_stack_by_priority_and_exclusive_ones_stand_alone,
     uses_come_back_when_an_order_fails_or_is_cancelled,
     a_used_up_automatic_promotion_is_never_silently_dropped_and_free_orders_skip_the_provider,
+    segment_promotions_reach_only_customers_staff_put_in_the_segment,
     single_use_codes_are_generated_exported_and_used_once,
 );
 

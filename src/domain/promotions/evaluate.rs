@@ -47,6 +47,8 @@ pub struct Buyer {
     pub customer_id: Option<Uuid>,
     /// Orders the customer placed before (not counting failed or expired ones).
     pub previous_orders: i64,
+    /// The customer's segments.
+    pub segments: Vec<String>,
 }
 
 pub struct Cart<'a> {
@@ -225,6 +227,9 @@ fn eligibility(cart: &Cart<'_>, totals: &[i64], offer: &Offer<'_>) -> Result<Vec
     }
     let c = &r.conditions;
     if !c.customers.is_empty() && !cart.buyer.customer_id.is_some_and(|id| c.customers.contains(&id)) {
+        return Err(Reason::CustomerNotEligible);
+    }
+    if !c.segments.is_empty() && !cart.buyer.segments.iter().any(|s| c.segments.contains(s)) {
         return Err(Reason::CustomerNotEligible);
     }
     if c.first_order_only {
@@ -515,11 +520,20 @@ mod tests {
         };
         let me = Uuid::from_u128(9);
         assert_eq!(check(&Buyer::default(), &p), Some(Reason::CustomerNotEligible));
-        assert_eq!(check(&Buyer { customer_id: Some(me), previous_orders: 1 }, &p), Some(Reason::NotFirstOrder));
-        assert_eq!(check(&Buyer { customer_id: Some(me), previous_orders: 0 }, &p), None);
+        let buyer = |previous_orders, segments: &[&str]| Buyer {
+            customer_id: Some(me),
+            previous_orders,
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(check(&buyer(1, &[]), &p), Some(Reason::NotFirstOrder));
+        assert_eq!(check(&buyer(0, &[]), &p), None);
         p.rules.conditions.first_order_only = false;
+        p.rules.conditions.segments = vec!["vip".into()];
+        assert_eq!(check(&buyer(3, &["newsletter"]), &p), Some(Reason::CustomerNotEligible));
+        assert_eq!(check(&buyer(3, &["newsletter", "vip"]), &p), None);
+        p.rules.conditions.segments.clear();
         p.rules.conditions.customers = vec![Uuid::from_u128(10)];
-        assert_eq!(check(&Buyer { customer_id: Some(me), previous_orders: 0 }, &p), Some(Reason::CustomerNotEligible));
+        assert_eq!(check(&buyer(0, &[]), &p), Some(Reason::CustomerNotEligible));
     }
 
     #[test]

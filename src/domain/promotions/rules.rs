@@ -67,6 +67,8 @@ pub struct Conditions {
     pub exclude_categories: Vec<Uuid>,
     /// Only these signed-in customers.
     pub customers: Vec<Uuid>,
+    /// Only signed-in customers in one of these segments (set by staff on customers).
+    pub segments: Vec<String>,
     /// Only signed-in customers without an order placed before.
     pub first_order_only: bool,
 }
@@ -209,6 +211,12 @@ impl PromotionRules {
                 e.push(field, "too_many", format!("at most {MAX_LIST} entries"));
             }
         }
+        if c.segments.len() > 50 {
+            e.push("conditions.segments", "too_many", "at most 50 segments");
+        }
+        for (i, name) in c.segments.iter().enumerate() {
+            e.check(format!("conditions.segments[{i}]"), parse_segment(name));
+        }
         for (field, included, excluded) in [
             ("conditions.exclude_products", &c.products, &c.exclude_products),
             ("conditions.exclude_categories", &c.categories, &c.exclude_categories),
@@ -241,6 +249,17 @@ impl PromotionRules {
 
     pub fn currency(&self) -> Option<Currency> {
         self.currency.as_deref().and_then(|c| Currency::parse(c).ok())
+    }
+}
+
+/// A customer segment's name: 1 to 50 lower-case letters, digits, `-` or `_`.
+pub fn parse_segment(name: &str) -> Result<String, crate::domain::validation::Invalid> {
+    let valid = (1..=50).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(crate::domain::validation::Invalid::new("invalid_segment", "1 to 50 lower-case letters, digits, '-' or '_'"))
     }
 }
 
@@ -310,6 +329,13 @@ mod tests {
             fields(r),
             [("conditions.exclude_products[1]".into(), "contradictory".into()), ("ends_at".into(), "before_start".into())]
         );
+    }
+
+    #[test]
+    fn segments_are_plain_names() {
+        let mut r = rules(Action::FreeShipping);
+        r.conditions.segments = vec!["vip".into(), "VIP Club".into()];
+        assert_eq!(fields(r), [("conditions.segments[1]".into(), "invalid_segment".into())]);
     }
 
     #[test]
