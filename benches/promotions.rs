@@ -61,6 +61,7 @@ fn lines(n: usize) -> Vec<Line> {
         .map(|i| Line {
             product_id: Uuid::from_u128(i as u128 * 7 % 40),
             categories: vec![Uuid::from_u128(1_000 + (i % 8) as u128), Uuid::from_u128(900)],
+            collections: vec![Uuid::from_u128(3_000 + (i % 4) as u128)],
             unit_price: 499 + (i as i64 * 1_337) % 9_000,
             quantity: 1 + (i as i64 % 3),
         })

@@ -185,6 +185,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(promotions::list_codes, promotions::add_codes))
         .routes(routes!(promotions::redemptions))
         .routes(routes!(promotions::set_segments))
+        .routes(routes!(promotions::list_collections, promotions::create_collection))
+        .routes(routes!(promotions::update_collection))
         .routes(routes!(promotions::apply_code))
         .routes(routes!(promotions::remove_code))
         .routes(routes!(admin_jobs::list_jobs))

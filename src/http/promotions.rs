@@ -13,7 +13,8 @@ use super::extract::{ApiJson, ApiQuery, PathId, ShopperAuth, Staff, perm};
 use crate::domain::promotions::rules::PromotionRules;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::ops::carts::{self as carts, CartView, Destination};
-use crate::ops::promotions::{self as ops, ApplyCodeInput, NewCodesAnswer, NewCodesInput, Segments};
+use crate::ops::promotions::{self as ops, ApplyCodeInput, CollectionInput, NewCodesAnswer, NewCodesInput, Segments};
+use crate::store::collections::Collection;
 use crate::store::promotions::{PromotionCode, PromotionRecord, Redemption};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -166,6 +167,45 @@ pub async fn redemptions(
     let page = state.store.redemptions(id, before, limit).await?;
     let next_cursor = (page.len() as i64 == limit).then(|| page.last().map(|(k, _)| k.to_string())).flatten();
     Ok(Json(RedemptionList { items: page.into_iter().map(|(_, r)| r).collect(), next_cursor }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CollectionList {
+    pub items: Vec<Collection>,
+}
+
+/// Collections: hand-picked product sets that promotions can include or exclude.
+#[utoipa::path(get, path = "/v1/admin/collections", tag = "admin-catalog",
+    responses((status = 200, body = CollectionList)), security(("staff_token" = ["catalog:read"])))]
+pub async fn list_collections(
+    _staff: Staff<perm::CatalogRead>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<CollectionList>> {
+    Ok(Json(CollectionList { items: state.store.collections().await? }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/collections", tag = "admin-catalog", request_body = CollectionInput,
+    responses((status = 201, body = Collection), (status = 422, body = Problem)), security(("staff_token" = ["catalog:write"])))]
+pub async fn create_collection(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<CollectionInput>,
+) -> ApiResult<(StatusCode, Json<Collection>)> {
+    Ok((StatusCode::CREATED, Json(ops::put_collection(&state.store, None, &input, &staff.actor()).await?)))
+}
+
+/// Renames a collection and replaces its products.
+#[utoipa::path(put, path = "/v1/admin/collections/{id}", tag = "admin-catalog", params(("id" = Uuid, Path)),
+    request_body = CollectionInput,
+    responses((status = 200, body = Collection), (status = 404, body = Problem), (status = 422, body = Problem)),
+    security(("staff_token" = ["catalog:write"])))]
+pub async fn update_collection(
+    staff: Staff<perm::CatalogWrite>,
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    ApiJson(input): ApiJson<CollectionInput>,
+) -> ApiResult<Json<Collection>> {
+    Ok(Json(ops::put_collection(&state.store, Some(id), &input, &staff.actor()).await?))
 }
 
 /// Replaces the segments a customer belongs to, which promotions can be limited to

@@ -72,8 +72,7 @@ impl OrderBatches {
     pub async fn place(&self, order: Arc<NewOrder>, idempotency: (&str, &str), actor: &Actor) -> StoreResult<Placed> {
         // Orders that take a limited promotion's use meet in its lane, so its
         // counter is locked once per batch, like a hot variant's stock row.
-        let limited =
-            order.discounts.iter().filter(|d| d.limited || d.per_customer || d.single_use).map(|d| d.promotion_id).min();
+        let limited = order.discounts.iter().filter(|d| d.limited || d.single_use).map(|d| d.promotion_id).min();
         let first = limited.or_else(|| order.lines.iter().map(|l| l.variant_id).min()).unwrap_or_default();
         let lane = (first.as_u128() % self.lanes.len() as u128) as usize;
         let (answer, outcome) = oneshot::channel();

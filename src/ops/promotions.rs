@@ -80,8 +80,7 @@ impl CartPromotions {
                     name: r.name.clone(),
                     target: target_name(a.target),
                     amount: a.amount,
-                    limited: r.usage_limit.is_some(),
-                    per_customer: r.per_customer_limit.is_some(),
+                    limited: r.usage_limit.is_some() || r.per_customer_limit.is_some() || r.conditions.first_order_only,
                     single_use: a.code.is_some() && offer.single_use,
                 })
             })
@@ -176,6 +175,15 @@ pub async fn evaluate_cart(
     } else {
         BTreeMap::new()
     };
+    let collections = if offers.iter().any(|o| {
+        let c = &o.promotion.rules.conditions;
+        !c.collections.is_empty() || !c.exclude_collections.is_empty()
+    }) {
+        let products: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect::<BTreeSet<_>>().into_iter().collect();
+        store.product_collections(&products).await?
+    } else {
+        BTreeMap::new()
+    };
     let previous_orders = match who.customer_id {
         Some(c) if offers.iter().any(|o| o.promotion.rules.conditions.first_order_only) => store.previous_orders(c).await?,
         _ => 0,
@@ -190,6 +198,7 @@ pub async fn evaluate_cart(
         .map(|l| Line {
             product_id: l.product_id,
             categories: categories.get(&l.product_id).cloned().unwrap_or_default(),
+            collections: collections.get(&l.product_id).cloned().unwrap_or_default(),
             unit_price: l.unit_price.unwrap_or(0),
             quantity: l.quantity,
         })
@@ -277,7 +286,48 @@ async fn checked(store: &Store, rules: PromotionRules) -> ApiResult<PromotionRul
             }
         }
     }
+    for (field, ids) in [("conditions.collections", &c.collections), ("conditions.exclude_collections", &c.exclude_collections)] {
+        let known = store.existing_collections(ids).await?;
+        for (i, id) in ids.iter().enumerate() {
+            if !known.contains(id) {
+                errors.push(format!("{field}[{i}]"), "unknown_collection", "no such collection");
+            }
+        }
+    }
     if errors.is_empty() { Ok(rules) } else { Err(ApiError::Validation(errors.into_vec())) }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionInput {
+    pub name: String,
+    /// The products in it (replaces the list).
+    #[serde(default)]
+    pub product_ids: Vec<Uuid>,
+}
+
+/// Creates (`id` absent) or replaces a collection.
+pub async fn put_collection(
+    store: &Store,
+    id: Option<Uuid>,
+    input: &CollectionInput,
+    actor: &Actor,
+) -> ApiResult<crate::store::collections::Collection> {
+    let mut errors = crate::domain::validation::FieldErrors::new();
+    let name = errors.check("name", crate::domain::validation::required_text(&input.name, 100));
+    let products: Vec<Uuid> = input.product_ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    if products.len() > 10_000 {
+        errors.push("product_ids", "too_many", "at most 10000 products");
+    } else {
+        let known = store.existing_products(&input.product_ids).await?;
+        for (i, p) in input.product_ids.iter().enumerate() {
+            if !known.contains(p) {
+                errors.push(format!("product_ids[{i}]"), "unknown_product", "no such product");
+            }
+        }
+    }
+    let Some(name) = name.filter(|_| errors.is_empty()) else { return Err(ApiError::Validation(errors.into_vec())) };
+    store.put_collection(id, &name, &products, actor).await?.ok_or(ApiError::NotFound("collection"))
 }
 
 pub async fn create(store: &Store, rules: PromotionRules, actor: &Actor) -> ApiResult<PromotionRecord> {

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod carts;
 pub mod catalog;
 pub mod catalog_events;
+pub mod collections;
 pub mod customers;
 pub mod fulfilment;
 pub mod idempotency;
@@ -224,6 +225,7 @@ migrations! {
     9 => "0009_catalog_events",
     10 => "0010_promotions",
     11 => "0011_customer_segments",
+    12 => "0012_collections",
 }
 
 impl Store {

@@ -73,10 +73,9 @@ pub struct NewDiscount {
     /// `order`, `lines` or `shipping`.
     pub target: &'static str,
     pub amount: i64,
-    /// Has a usage limit, a per-customer limit or a single-use code: placement
-    /// locks its counters.
+    /// Has a usage or per-customer limit (or is for first orders): checkout
+    /// batches such orders together (`order_batches`).
     pub limited: bool,
-    pub per_customer: bool,
     pub single_use: bool,
 }
 

@@ -346,7 +346,12 @@ async fn segment_promotions_reach_only_customers_staff_put_in_the_segment(app: T
     )
     .await;
     let reg = app
-        .send(Method::POST, "/v1/auth/register", None, Some(json!({"email": "vip@example.com", "password": crate::helpers::PASSWORD})))
+        .send(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": "vip@example.com", "password": crate::helpers::PASSWORD})),
+        )
         .await
         .expect(201);
     let customer = reg["customer"]["id"].as_str().unwrap().to_owned();
@@ -364,7 +369,8 @@ async fn segment_promotions_reach_only_customers_staff_put_in_the_segment(app: T
     app.send(Method::PUT, &segments, Some(&support), Some(json!({"segments": ["vip"]}))).await.expect(403);
     let unknown = format!("/v1/admin/customers/{}/segments", uuid::Uuid::now_v7());
     app.send(Method::PUT, &unknown, Some(&staff), Some(json!({"segments": ["vip"]}))).await.expect(404);
-    let set = app.send(Method::PUT, &segments, Some(&staff), Some(json!({"segments": ["vip", "newsletter", "vip"]}))).await.expect(200);
+    let set =
+        app.send(Method::PUT, &segments, Some(&staff), Some(json!({"segments": ["vip", "newsletter", "vip"]}))).await.expect(200);
     assert_eq!(set["segments"], json!(["newsletter", "vip"]));
 
     let cart = app.send(Method::GET, &format!("/v1/carts/{cart_id}"), Some(&token), None).await.expect(200);
@@ -372,6 +378,52 @@ async fn segment_promotions_reach_only_customers_staff_put_in_the_segment(app: T
     // A guest buying the same is not in the segment.
     let guest = app.guest_cart().await;
     assert_eq!(app.add_to_cart(&guest, "VASE-1", 1).await["discount_total"], 0);
+}
+
+async fn collections_pick_the_products_a_promotion_covers(app: TestApp) {
+    let staff = app.owner_token().await;
+    let gift = stocked_product(&app, &staff, "Gift Box", &[("GIFT-1", 2000, 10)]).await;
+    stocked_product(&app, &staff, "Plain Box", &[("PLAIN-1", 2000, 10)]).await;
+    let bad = app
+        .admin_post("/v1/admin/collections", &staff, json!({"name": "", "product_ids": [uuid::Uuid::now_v7()]}))
+        .await
+        .problem(422, "validation_failed");
+    assert_eq!(Answer::fields(&bad), ["name", "product_ids[0]"]);
+    let collection = app
+        .admin_post("/v1/admin/collections", &staff, json!({"name": "Gift ideas", "product_ids": [gift["id"]]}))
+        .await
+        .expect(201);
+    assert_eq!(collection["product_ids"], json!([gift["id"]]));
+    let unknown = app
+        .admin_post(
+            "/v1/admin/promotions",
+            &staff,
+            json!({"name": "x", "action": {"type": "free_shipping"}, "conditions": {"collections": [uuid::Uuid::now_v7()]}}),
+        )
+        .await
+        .problem(422, "validation_failed");
+    assert_eq!(unknown["errors"][0]["code"], "unknown_collection");
+    let promo = app
+        .promotion(
+            &staff,
+            json!({"name": "Gifts 20 %", "automatic": true, "action": {"type": "lines_percent", "percent_bp": 2000},
+                   "conditions": {"collections": [collection["id"]]}}),
+        )
+        .await;
+    let guest = app.guest_cart().await;
+    app.add_to_cart(&guest, "GIFT-1", 1).await;
+    let cart = app.add_to_cart(&guest, "PLAIN-1", 1).await;
+    assert_eq!(cart["discount_total"], 400);
+    let discounted: Vec<i64> = cart["items"].as_array().unwrap().iter().map(|i| i["discount"].as_i64().unwrap()).collect();
+    assert_eq!(discounted.iter().sum::<i64>(), 400);
+    assert!(discounted.contains(&0));
+    // Emptied, the collection covers nothing; the promotion then does nothing.
+    let path = format!("/v1/admin/collections/{}", collection["id"].as_str().unwrap());
+    app.send(Method::PUT, &path, Some(&staff), Some(json!({"name": "Gift ideas", "product_ids": []}))).await.expect(200);
+    let cart = app.cart_request(Method::GET, &format!("/v1/carts/{}", guest.cart), &guest, None).await.expect(200);
+    assert_eq!(cart["discount_total"], 0, "{}", promo["id"]);
+    let missing = format!("/v1/admin/collections/{}", uuid::Uuid::now_v7());
+    app.send(Method::PUT, &missing, Some(&staff), Some(json!({"name": "x"}))).await.expect(404);
 }
 
 async fn single_use_codes_are_generated_exported_and_used_once(app: TestApp) {
@@ -439,6 +491,7 @@ on_both_databases!(
     uses_come_back_when_an_order_fails_or_is_cancelled,
     a_used_up_automatic_promotion_is_never_silently_dropped_and_free_orders_skip_the_provider,
     segment_promotions_reach_only_customers_staff_put_in_the_segment,
+    collections_pick_the_products_a_promotion_covers,
     single_use_codes_are_generated_exported_and_used_once,
 );
 

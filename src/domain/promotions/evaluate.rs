@@ -31,6 +31,8 @@ pub struct Line {
     pub product_id: Uuid,
     /// The product's categories and all their ancestors.
     pub categories: Vec<Uuid>,
+    /// The collections the product is in.
+    pub collections: Vec<Uuid>,
     pub unit_price: i64,
     pub quantity: i64,
 }
@@ -242,15 +244,18 @@ fn eligibility(cart: &Cart<'_>, totals: &[i64], offer: &Offer<'_>) -> Result<Vec
     if let Some(reason) = offer.blocked {
         return Err(reason);
     }
-    let restricted = !c.products.is_empty() || !c.categories.is_empty();
+    let restricted = !c.products.is_empty() || !c.categories.is_empty() || !c.collections.is_empty();
     let matching: Vec<bool> = cart
         .lines
         .iter()
         .map(|l| {
-            let included =
-                !restricted || c.products.contains(&l.product_id) || l.categories.iter().any(|x| c.categories.contains(x));
-            let excluded =
-                c.exclude_products.contains(&l.product_id) || l.categories.iter().any(|x| c.exclude_categories.contains(x));
+            let included = !restricted
+                || c.products.contains(&l.product_id)
+                || l.categories.iter().any(|x| c.categories.contains(x))
+                || l.collections.iter().any(|x| c.collections.contains(x));
+            let excluded = c.exclude_products.contains(&l.product_id)
+                || l.categories.iter().any(|x| c.exclude_categories.contains(x))
+                || l.collections.iter().any(|x| c.exclude_collections.contains(x));
             included && !excluded
         })
         .collect();
@@ -389,7 +394,13 @@ mod tests {
     }
 
     fn line(product: u128, unit_price: i64, quantity: i64) -> Line {
-        Line { product_id: Uuid::from_u128(product), categories: vec![Uuid::from_u128(1000 + product)], unit_price, quantity }
+        Line {
+            product_id: Uuid::from_u128(product),
+            categories: vec![Uuid::from_u128(1000 + product)],
+            collections: vec![Uuid::from_u128(2000 + product % 2)],
+            unit_price,
+            quantity,
+        }
     }
 
     fn run(lines: &[Line], shipping: i64, promos: &[Promotion]) -> Evaluation {
@@ -476,6 +487,15 @@ mod tests {
         p.rules.conditions.categories = vec![Uuid::from_u128(1001)];
         p.rules.conditions.exclude_products = vec![Uuid::from_u128(3)];
         let e = run(&[line(1, 1_000, 1), line(2, 1_000, 1)], 0, std::slice::from_ref(&p));
+        assert_eq!(e.line_discounts, [500, 0]);
+        // Collections include and exclude like categories: product 2 is in collection 2000, 3 in 2001.
+        let mut q = promo(2, Action::LinesPercent { percent_bp: 5000 });
+        q.rules.conditions.collections = vec![Uuid::from_u128(2000)];
+        let e = run(&[line(2, 1_000, 1), line(3, 1_000, 1)], 0, std::slice::from_ref(&q));
+        assert_eq!(e.line_discounts, [500, 0]);
+        q.rules.conditions.collections.clear();
+        q.rules.conditions.exclude_collections = vec![Uuid::from_u128(2001)];
+        let e = run(&[line(2, 1_000, 1), line(3, 1_000, 1)], 0, std::slice::from_ref(&q));
         assert_eq!(e.line_discounts, [500, 0]);
 
         p.rules.conditions.min_subtotal = Some(2_000);

@@ -52,8 +52,9 @@ pub struct Tier {
 }
 
 /// When a promotion applies. Empty lists do not restrict. A line matches when
-/// it is one of `products` or in the branch of one of `categories` (any line when
-/// both are empty), and neither excluded product nor in an excluded branch.
+/// it is one of `products`, in the branch of one of `categories` or in one of
+/// `collections` (any line when all three are empty), and is neither an excluded
+/// product nor in an excluded branch or collection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Conditions {
@@ -65,6 +66,9 @@ pub struct Conditions {
     pub exclude_products: Vec<Uuid>,
     pub categories: Vec<Uuid>,
     pub exclude_categories: Vec<Uuid>,
+    /// Collections (hand-picked product sets, `/v1/admin/collections`).
+    pub collections: Vec<Uuid>,
+    pub exclude_collections: Vec<Uuid>,
     /// Only these signed-in customers.
     pub customers: Vec<Uuid>,
     /// Only signed-in customers in one of these segments (set by staff on customers).
@@ -205,6 +209,8 @@ impl PromotionRules {
             ("conditions.exclude_products", &c.exclude_products),
             ("conditions.categories", &c.categories),
             ("conditions.exclude_categories", &c.exclude_categories),
+            ("conditions.collections", &c.collections),
+            ("conditions.exclude_collections", &c.exclude_collections),
             ("conditions.customers", &c.customers),
         ] {
             if list.len() > MAX_LIST {
@@ -220,6 +226,7 @@ impl PromotionRules {
         for (field, included, excluded) in [
             ("conditions.exclude_products", &c.products, &c.exclude_products),
             ("conditions.exclude_categories", &c.categories, &c.exclude_categories),
+            ("conditions.exclude_collections", &c.collections, &c.exclude_collections),
         ] {
             let included: BTreeSet<&Uuid> = included.iter().collect();
             for (i, id) in excluded.iter().enumerate() {
