@@ -29,6 +29,8 @@ pub enum Permission {
     OrdersFulfil,
     OrdersRefund,
     CustomersRead,
+    /// Customer data staff may change (segments).
+    CustomersManage,
     StaffManage,
     /// Shipping options, tax rates and other shop-wide settings.
     SettingsManage,
@@ -41,7 +43,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::CatalogRead,
         Permission::CatalogWrite,
         Permission::InventoryRead,
@@ -50,6 +52,7 @@ impl Permission {
         Permission::OrdersFulfil,
         Permission::OrdersRefund,
         Permission::CustomersRead,
+        Permission::CustomersManage,
         Permission::StaffManage,
         Permission::SettingsManage,
         Permission::JobsManage,
@@ -69,6 +72,7 @@ impl Permission {
             Permission::OrdersFulfil => "orders:fulfil",
             Permission::OrdersRefund => "orders:refund",
             Permission::CustomersRead => "customers:read",
+            Permission::CustomersManage => "customers:manage",
             Permission::StaffManage => "staff:manage",
             Permission::SettingsManage => "settings:manage",
             Permission::JobsManage => "jobs:manage",
@@ -97,7 +101,9 @@ impl Role {
                 )
             }
             Role::Fulfilment => matches!(permission, CatalogRead | InventoryRead | InventoryWrite | OrdersRead | OrdersFulfil),
-            Role::Support => matches!(permission, CatalogRead | OrdersRead | OrdersRefund | CustomersRead | PromotionsRead),
+            Role::Support => {
+                matches!(permission, CatalogRead | OrdersRead | OrdersRefund | CustomersRead | CustomersManage | PromotionsRead)
+            }
             Role::Analyst => {
                 matches!(permission, CatalogRead | InventoryRead | OrdersRead | CustomersRead | AuditRead | PromotionsRead)
             }

@@ -105,6 +105,7 @@ pub mod perm {
         JobsManage => JobsManage,
         AuditRead => AuditRead,
         PromotionsRead => PromotionsRead,
+        CustomersManage => CustomersManage,
         PromotionsManage => PromotionsManage,
     }
 }

@@ -151,13 +151,14 @@ pub struct RedemptionList {
     pub next_cursor: Option<String>,
 }
 
-/// The orders that used a promotion, newest first (released ones included, marked).
+/// The orders that used a promotion, newest first (released ones included,
+/// marked). Order data: needs `orders:read`.
 #[utoipa::path(get, path = "/v1/admin/promotions/{id}/redemptions", tag = "admin-promotions",
     params(("id" = Uuid, Path), PageParams),
     responses((status = 200, body = RedemptionList), (status = 404, body = Problem)),
-    security(("staff_token" = ["promotions:read"])))]
+    security(("staff_token" = ["orders:read"])))]
 pub async fn redemptions(
-    _staff: Staff<perm::PromotionsRead>,
+    _staff: Staff<perm::OrdersRead>,
     State(state): State<AppState>,
     PathId(id): PathId,
     ApiQuery(p): ApiQuery<PageParams>,
@@ -213,9 +214,9 @@ pub async fn update_collection(
 #[utoipa::path(put, path = "/v1/admin/customers/{id}/segments", tag = "admin-promotions", params(("id" = Uuid, Path)),
     request_body = Segments,
     responses((status = 200, body = Segments), (status = 404, body = Problem), (status = 422, body = Problem)),
-    security(("staff_token" = ["promotions:manage"])))]
+    security(("staff_token" = ["customers:manage"])))]
 pub async fn set_segments(
-    staff: Staff<perm::PromotionsManage>,
+    staff: Staff<perm::CustomersManage>,
     State(state): State<AppState>,
     PathId(id): PathId,
     ApiJson(input): ApiJson<Segments>,

@@ -29,7 +29,7 @@ use crate::domain::email::Email;
 use crate::domain::identifiers::{order_number, parse_idempotency_key};
 use crate::domain::order_status::{OrderEvent, OrderStatus, transition};
 use crate::domain::pricing::TaxMode;
-use crate::domain::promotions::evaluate::Reason;
+use crate::domain::promotions::evaluate::{Reason, Refused};
 use crate::domain::signature;
 use crate::domain::validation::{FieldError, FieldErrors};
 use crate::error::{ApiError, ApiResult};
@@ -65,6 +65,10 @@ pub struct CheckoutInput {
     /// `true` checks out without it, at the price without it.
     #[serde(default)]
     pub drop_unavailable_promotions: bool,
+    /// The grand total the shopper was shown (minor units). When given and the
+    /// total now differs (a price, a promotion or the shipping changed), the
+    /// checkout is refused with `409 price_changed` and nothing is placed.
+    pub expected_grand_total: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -346,30 +350,33 @@ async fn priced_order(
             errors: unbuyable,
         });
     }
-    // Anything on offer that the cart may have shown and that does not apply now:
-    // refused rather than charged differently, unless the shopper said to go on.
-    let unusable: Vec<FieldError> = priced
-        .promotions
-        .evaluation
-        .refused
-        .iter()
-        .filter(|r| {
-            !input.drop_unavailable_promotions
-                && (r.code.is_some() || matches!(r.reason, Reason::Exhausted | Reason::AlreadyUsed))
-        })
-        .map(|r| {
-            let name = r.code.clone().unwrap_or_else(|| priced.promotions.name_of(r.promotion_id));
-            FieldError { field: "codes".into(), code: reason_code(r.reason), message: format!("{name}: {}", r.reason.message()) }
-        })
-        .collect();
+    // A code on the cart that does not apply: refused rather than charged
+    // differently, unless the shopper said to go on without it.
+    let unusable: Vec<&Refused> =
+        priced.promotions.evaluation.refused.iter().filter(|r| r.code.is_some() && !input.drop_unavailable_promotions).collect();
     if !unusable.is_empty() {
-        let exhausted =
-            priced.promotions.evaluation.refused.iter().any(|r| matches!(r.reason, Reason::Exhausted | Reason::AlreadyUsed));
+        let exhausted = unusable.iter().any(|r| matches!(r.reason, Reason::Exhausted | Reason::AlreadyUsed));
         return Err(ApiError::Conflict {
             code: if exhausted { "promotion_exhausted" } else { "promotion_not_applicable" },
             detail: "a code on the cart does not apply; remove it, or check out with drop_unavailable_promotions".into(),
-            errors: unusable,
+            errors: unusable
+                .iter()
+                .map(|r| FieldError {
+                    field: "codes".into(),
+                    code: reason_code(r.reason),
+                    message: format!("{}: {}", r.code.as_deref().unwrap_or_default(), r.reason.message()),
+                })
+                .collect(),
         });
+    }
+    if let Some(expected) = input.expected_grand_total
+        && expected != priced.totals.grand_total
+    {
+        return Err(ApiError::conflict(
+            "price_changed",
+            Some("expected_grand_total"),
+            format!("the total is now {} minor units, not {expected}; review the cart", priced.totals.grand_total),
+        ));
     }
     let order_id = Uuid::now_v7();
     let reserved_until = format_time(time::OffsetDateTime::now_utc() + ctx.reservation_ttl);
@@ -520,9 +527,18 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
     if order.grand_total == 0 {
         // Discounted to nothing: there is nothing to charge, and providers refuse
         // zero amounts, so the provider is not asked.
-        let free = PaymentStart::Succeeded { reference: String::new() };
-        let (status, reference) = settle(ctx.store, &mut order, provider.name(), free).await?;
-        return answer(ctx, &order, provider.name(), (status, reference), StatusCode::CREATED);
+        order.status = ctx
+            .store
+            .settle_payment(order.id, ("succeeded", None), OrderEvent::PaymentSucceeded, &system, "nothing to pay")
+            .await
+            .map_err(|e| match e {
+                // Expired or cancelled meanwhile: no money moved, nothing to give back.
+                OrderError::Transition(_) => {
+                    ApiError::conflict("order_closed", None, format!("order {} is no longer waiting for payment", order.number))
+                }
+                e => order_error(e),
+            })?;
+        return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED);
     }
     let request = PaymentRequest {
         order_id: order.id,

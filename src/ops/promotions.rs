@@ -82,6 +82,7 @@ impl CartPromotions {
                     amount: a.amount,
                     limited: r.usage_limit.is_some() || r.per_customer_limit.is_some() || r.conditions.first_order_only,
                     single_use: a.code.is_some() && offer.single_use,
+                    version: offer.version.clone(),
                 })
             })
             .collect()

@@ -59,6 +59,8 @@ pub struct Redemption {
 #[derive(Debug, Clone)]
 pub struct StoredOffer {
     pub promotion: Promotion,
+    /// The rules' version (`updated_at`), checked again at placement.
+    pub version: String,
     pub code: Option<String>,
     pub single_use: bool,
     pub blocked: Option<Reason>,
@@ -77,6 +79,8 @@ pub struct NewDiscount {
     /// batches such orders together (`order_batches`).
     pub limited: bool,
     pub single_use: bool,
+    /// The version of the rules the order was priced with.
+    pub version: String,
 }
 
 /// How long an instance keeps the list of automatic promotions. Every cart view
@@ -87,22 +91,34 @@ pub struct NewDiscount {
 /// and usage limits under the lock at placement.
 pub const AUTOMATIC_TTL: Duration = Duration::from_secs(1);
 
-/// The automatic promotions last read, with when.
+/// The automatic promotions last read, with when. A write bumps the generation,
+/// so a read that started before it does not keep its stale list.
 #[derive(Default)]
-pub struct AutomaticPromotions(Mutex<Option<(Instant, Arc<Vec<StoredOffer>>)>>);
+pub struct AutomaticPromotions(Mutex<Kept>);
+
+/// The generation, and the list read under it with when.
+type Kept = (u64, Option<(Instant, Arc<Vec<StoredOffer>>)>);
 
 impl AutomaticPromotions {
-    fn fresh(&self) -> Option<Arc<Vec<StoredOffer>>> {
+    /// The list if fresh, else the generation a new read must be kept under.
+    fn fresh(&self) -> Result<Arc<Vec<StoredOffer>>, u64> {
         let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        held.as_ref().filter(|(at, _)| at.elapsed() < AUTOMATIC_TTL).map(|(_, offers)| offers.clone())
+        match &held.1 {
+            Some((at, offers)) if at.elapsed() < AUTOMATIC_TTL => Ok(offers.clone()),
+            _ => Err(held.0),
+        }
     }
 
-    fn keep(&self, offers: Arc<Vec<StoredOffer>>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), offers));
+    fn keep(&self, generation: u64, offers: Arc<Vec<StoredOffer>>) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if held.0 == generation {
+            held.1 = Some((Instant::now(), offers));
+        }
     }
 
     fn forget(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *held = (held.0 + 1, None);
     }
 }
 
@@ -372,11 +388,11 @@ impl Store {
     /// counters say (`customer`: the buyer's key for per-customer limits, when known).
     pub async fn promotion_offers(&self, cart_id: Uuid, customer: Option<&str>, at: &str) -> StoreResult<Vec<StoredOffer>> {
         let automatic = match self.automatic_promotions.fresh() {
-            Some(offers) => offers,
-            None => {
+            Ok(offers) => offers,
+            Err(generation) => {
                 // Not yet started ones too: the evaluator judges the window when pricing.
                 let rows = sqlx::query(
-                    "SELECT id, rules, uses, usage_limit, CAST(NULL AS TEXT) AS code, CAST(0 AS BIGINT) AS single_use,
+                    "SELECT id, rules, uses, usage_limit, updated_at, CAST(NULL AS TEXT) AS code, CAST(0 AS BIGINT) AS single_use,
                         CAST(0 AS BIGINT) AS code_uses FROM promotions
                      WHERE automatic = 1 AND active = 1 AND (ends_at IS NULL OR ends_at > $1) ORDER BY id",
                 )
@@ -384,12 +400,12 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
                 let offers = Arc::new(rows.iter().map(offer_row).collect::<StoreResult<Vec<_>>>()?);
-                self.automatic_promotions.keep(offers.clone());
+                self.automatic_promotions.keep(generation, offers.clone());
                 offers
             }
         };
         let coded = sqlx::query(
-            "SELECT p.id, p.rules, p.uses, p.usage_limit, cp.code, pc.single_use, pc.uses AS code_uses
+            "SELECT p.id, p.rules, p.uses, p.usage_limit, p.updated_at, cp.code, pc.single_use, pc.uses AS code_uses
              FROM cart_promotions cp
              JOIN promotion_codes pc ON pc.code = cp.code
              JOIN promotions p ON p.id = pc.promotion_id
@@ -515,7 +531,8 @@ impl Store {
 
 fn offer_row(r: &sqlx::any::AnyRow) -> StoreResult<StoredOffer> {
     let single_use = flag(r, "single_use")?;
-    let blocked = if opt_int(r, "usage_limit")?.is_some_and(|l| int(r, "uses").unwrap_or(0) >= l) {
+    let uses = int(r, "uses")?;
+    let blocked = if opt_int(r, "usage_limit")?.is_some_and(|l| uses >= l) {
         Some(Reason::Exhausted)
     } else if single_use && int(r, "code_uses")? > 0 {
         Some(Reason::AlreadyUsed)
@@ -524,6 +541,7 @@ fn offer_row(r: &sqlx::any::AnyRow) -> StoreResult<StoredOffer> {
     };
     Ok(StoredOffer {
         promotion: Promotion { id: id(r, "id")?, rules: json(r, "rules")? },
+        version: text(r, "updated_at")?,
         code: opt_text(r, "code")?,
         single_use,
         blocked,
@@ -549,6 +567,7 @@ pub fn claims(discounts: &[NewDiscount], customer: &str) -> Vec<Claim> {
             promotion_id: d.promotion_id,
             single_use_code: d.code.clone().filter(|_| d.single_use),
             customer: customer.to_owned(),
+            version: d.version.clone(),
         })
         .collect()
 }
@@ -559,15 +578,15 @@ fn counted(r: &sqlx::any::AnyRow) -> StoreResult<bool> {
     Ok(rules.usage_limit.is_some() || rules.per_customer_limit.is_some() || rules.conditions.first_order_only)
 }
 
-const LOCK_COLUMNS: &str = "SELECT id, uses, rules, active, ends_at FROM promotions WHERE id IN (";
+const LOCK_COLUMNS: &str = "SELECT id, uses, rules, active, starts_at, ends_at, updated_at FROM promotions WHERE id IN (";
 
 /// Locks the promotions `claims` name, after the stock rows (the order every
-/// writer takes them in), and reads what the allocation needs. Promotions with a
-/// limit (or single-use codes in this batch) are locked exclusively, in id order,
-/// so concurrent batches count their uses one after the other; the others are
-/// share-locked, which blocks nobody but a staff change (and makes it wait for the
-/// orders in flight). A promotion switched off or ended since pricing refuses
-/// its orders here.
+/// writer takes them in), and reads what the allocation needs. Rows are locked
+/// in id order: promotions with a limit (or single-use codes in this batch)
+/// exclusively, so concurrent batches count their uses one after the other; the
+/// others shared, which blocks nobody but a staff change (which then waits for the
+/// orders in flight). A promotion switched off, not started, ended or changed
+/// since pricing refuses its orders here.
 pub(super) async fn lock_usage(tx: &mut Tx, claims: &[&Claim]) -> StoreResult<Usage> {
     let mut usage = Usage::default();
     let promotions: BTreeSet<String> = claims.iter().map(|c| c.promotion_id.to_string()).collect();
@@ -587,15 +606,20 @@ pub(super) async fn lock_usage(tx: &mut Tx, claims: &[&Claim]) -> StoreResult<Us
                 exclusive.insert(id);
             }
         }
-        let shared: Vec<String> = promotions.iter().filter(|p| !exclusive.contains(*p)).cloned().collect();
-        for (ids, lock) in [(exclusive.iter().cloned().collect::<Vec<_>>(), " FOR UPDATE"), (shared, " FOR SHARE")] {
-            if ids.is_empty() {
-                continue;
+        // Runs of ids (in order) that take the same lock: one statement each.
+        let mut runs: Vec<(bool, Vec<String>)> = Vec::new();
+        for p in &promotions {
+            let x = exclusive.contains(p);
+            match runs.last_mut() {
+                Some((mode, ids)) if *mode == x => ids.push(p.clone()),
+                _ => runs.push((x, vec![p.clone()])),
             }
+        }
+        for (x, ids) in runs {
             let mut q = SqlBuilder::new(LOCK_COLUMNS);
-            q.bind_list(ids).push(") ORDER BY id").push(lock);
+            q.bind_list(ids).push(") ORDER BY id").push(if x { " FOR UPDATE" } else { " FOR SHARE" });
             for r in q.build().fetch_all(&mut **tx).await? {
-                if lock == " FOR SHARE" && counted(&r)? {
+                if !x && counted(&r)? {
                     // A limit added by staff between the two reads: count under the
                     // exclusive lock after all (two such batches may deadlock; the
                     // database picks one, which is placed again on its own).
@@ -616,7 +640,9 @@ pub(super) async fn lock_usage(tx: &mut Tx, claims: &[&Claim]) -> StoreResult<Us
     let at = now();
     for r in &rows {
         let rules: PromotionRules = json(r, "rules")?;
-        let running = flag(r, "active")? && opt_text(r, "ends_at")?.is_none_or(|end| end > at);
+        let running = flag(r, "active")?
+            && opt_text(r, "starts_at")?.is_none_or(|start| start <= at)
+            && opt_text(r, "ends_at")?.is_none_or(|end| end > at);
         // A first-order promotion is one use per customer, held here: two
         // concurrent first orders of one customer cannot both take it.
         let per_customer = match (rules.per_customer_limit, rules.conditions.first_order_only) {
@@ -625,7 +651,13 @@ pub(super) async fn lock_usage(tx: &mut Tx, claims: &[&Claim]) -> StoreResult<Us
         };
         usage.counters.insert(
             id(r, "id")?,
-            Counter { uses: int(r, "uses")?, usage_limit: rules.usage_limit, per_customer_limit: per_customer, running },
+            Counter {
+                uses: int(r, "uses")?,
+                usage_limit: rules.usage_limit,
+                per_customer_limit: per_customer,
+                running,
+                version: text(r, "updated_at")?,
+            },
         );
     }
     let customers: BTreeSet<&str> = claims.iter().map(|c| c.customer.as_str()).collect();
@@ -711,6 +743,18 @@ pub(super) async fn record_discounts(
 /// payment failed). Idempotent: each redemption is released once. Counters are
 /// updated in id order, the order checkout locks them in.
 pub(super) async fn release_discounts(tx: &mut Tx, order_id: Uuid) -> StoreResult<()> {
+    if tx.dialect() == Dialect::Postgres {
+        // The counters first, so a staff change (which recounts them) cannot
+        // slip between this release and its counter update.
+        sqlx::query(
+            "SELECT id FROM promotions WHERE id IN
+                (SELECT promotion_id FROM order_discounts WHERE order_id = $1 AND released_at IS NULL)
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+    }
     let released = sqlx::query(
         "UPDATE order_discounts SET released_at = $1 WHERE order_id = $2 AND released_at IS NULL RETURNING promotion_id, code",
     )

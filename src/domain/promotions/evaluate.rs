@@ -89,6 +89,8 @@ pub enum Reason {
     /// Another code of the same promotion is already applied.
     DuplicatePromotion,
     NotCombinable,
+    /// Staff changed it after the cart was priced.
+    Changed,
 }
 
 impl Reason {
@@ -106,6 +108,7 @@ impl Reason {
             Reason::AlreadyUsed => "this code has already been used",
             Reason::DuplicatePromotion => "another code of this promotion is already applied",
             Reason::NotCombinable => "this promotion cannot be combined with the others applied",
+            Reason::Changed => "this promotion was changed; review the cart",
         }
     }
 }
@@ -241,9 +244,6 @@ fn eligibility(cart: &Cart<'_>, totals: &[i64], offer: &Offer<'_>) -> Result<Vec
             Some(_) => {}
         }
     }
-    if let Some(reason) = offer.blocked {
-        return Err(reason);
-    }
     let restricted = !c.products.is_empty() || !c.categories.is_empty() || !c.collections.is_empty();
     let matching: Vec<bool> = cart
         .lines
@@ -277,6 +277,10 @@ fn eligibility(cart: &Cart<'_>, totals: &[i64], offer: &Offer<'_>) -> Result<Vec
     }
     if units < min_units || subtotal < min_tier {
         return Err(Reason::MinimumNotMet);
+    }
+    // Used up only matters to a cart it would apply to.
+    if let Some(reason) = offer.blocked {
+        return Err(reason);
     }
     Ok(matching)
 }
@@ -504,6 +508,10 @@ mod tests {
         let cart = Cart { currency: eur(), lines: &lines, shipping: 0, buyer: &buyer, now: OffsetDateTime::UNIX_EPOCH };
         let e = evaluate(&cart, &[Offer { promotion: &p, code: Some("SAVE"), blocked: None }]);
         assert_eq!(e.refused, [Refused { promotion_id: p.id, code: Some("SAVE".into()), reason: Reason::MinimumNotMet }]);
+        // Used up only matters to a cart it would otherwise apply to.
+        let e = evaluate(&cart, &[Offer { promotion: &p, code: Some("SAVE"), blocked: Some(Reason::Exhausted) }]);
+        assert_eq!(e.refused[0].reason, Reason::MinimumNotMet);
+        p.rules.conditions.min_subtotal = None;
         let e = evaluate(&cart, &[Offer { promotion: &p, code: Some("SAVE"), blocked: Some(Reason::Exhausted) }]);
         assert_eq!(e.refused[0].reason, Reason::Exhausted);
         p.rules.ends_at = Some(OffsetDateTime::UNIX_EPOCH);

@@ -10,13 +10,15 @@ use uuid::Uuid;
 use super::evaluate::Reason;
 
 /// A promotion's counters as locked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counter {
     pub uses: i64,
     pub usage_limit: Option<i64>,
     pub per_customer_limit: Option<i64>,
-    /// Still active and not ended.
+    /// Active, started and not ended.
     pub running: bool,
+    /// The rules' version (their last change).
+    pub version: String,
 }
 
 /// One promotion an order wants to redeem.
@@ -27,6 +29,8 @@ pub struct Claim {
     pub single_use_code: Option<String>,
     /// The customer id, or `email:` and the address for a guest.
     pub customer: String,
+    /// The version of the rules the order was priced with.
+    pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,9 @@ impl Usage {
             let Some(counter) = self.counters.get(&c.promotion_id) else { return refuse(Reason::Inactive) };
             if !counter.running {
                 return refuse(Reason::Inactive);
+            }
+            if counter.version != c.version {
+                return refuse(Reason::Changed);
             }
             if counter.usage_limit.is_some_and(|l| counter.uses >= l) {
                 return refuse(Reason::Exhausted);
@@ -83,14 +90,31 @@ mod tests {
     use proptest::prelude::*;
 
     fn claim(p: u128, customer: &str, code: Option<&str>) -> Claim {
-        Claim { promotion_id: Uuid::from_u128(p), single_use_code: code.map(str::to_owned), customer: customer.into() }
+        Claim {
+            promotion_id: Uuid::from_u128(p),
+            single_use_code: code.map(str::to_owned),
+            customer: customer.into(),
+            version: "v1".into(),
+        }
     }
 
     fn usage(limit: Option<i64>, per_customer: Option<i64>) -> Usage {
         Usage {
             counters: BTreeMap::from([
-                (Uuid::from_u128(1), Counter { uses: 0, usage_limit: limit, per_customer_limit: per_customer, running: true }),
-                (Uuid::from_u128(2), Counter { uses: 0, usage_limit: None, per_customer_limit: None, running: true }),
+                (
+                    Uuid::from_u128(1),
+                    Counter {
+                        uses: 0,
+                        usage_limit: limit,
+                        per_customer_limit: per_customer,
+                        running: true,
+                        version: "v1".into(),
+                    },
+                ),
+                (
+                    Uuid::from_u128(2),
+                    Counter { uses: 0, usage_limit: None, per_customer_limit: None, running: true, version: "v1".into() },
+                ),
             ]),
             ..Usage::default()
         }
@@ -105,6 +129,8 @@ mod tests {
         assert_eq!(u.take(&[claim(1, "c", None)]).unwrap_err().reason, Reason::Exhausted);
         assert!(u.take(&[claim(2, "c", Some("ONCE"))]).is_ok());
         assert_eq!(u.take(&[claim(2, "d", Some("ONCE"))]).unwrap_err().reason, Reason::AlreadyUsed);
+        u.counters.get_mut(&Uuid::from_u128(2)).unwrap().version = "v2".into();
+        assert_eq!(u.take(&[claim(2, "e", None)]).unwrap_err().reason, Reason::Changed);
         u.counters.get_mut(&Uuid::from_u128(2)).unwrap().running = false;
         assert_eq!(u.take(&[claim(2, "e", None)]).unwrap_err().reason, Reason::Inactive);
     }
@@ -113,7 +139,7 @@ mod tests {
     fn an_order_takes_all_its_claims_or_none() {
         let mut u = usage(Some(1), None);
         u.take(&[claim(1, "a", None)]).unwrap();
-        let before = u.counters[&Uuid::from_u128(2)];
+        let before = u.counters[&Uuid::from_u128(2)].clone();
         assert!(u.take(&[claim(2, "b", None), claim(1, "b", None)]).is_err());
         assert_eq!(u.counters[&Uuid::from_u128(2)], before);
     }
