@@ -369,7 +369,7 @@ pub fn spread(amount: i64, weights: &[i64]) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::promotions::rules::{Conditions, PromotionRules, Tier};
+    use crate::domain::promotions::rules::{PromotionRules, Tier};
     use proptest::prelude::*;
 
     fn eur() -> Currency {
@@ -377,24 +377,7 @@ mod tests {
     }
 
     fn promo(n: u128, action: Action) -> Promotion {
-        Promotion {
-            id: Uuid::from_u128(n),
-            rules: PromotionRules {
-                name: format!("promo {n}"),
-                automatic: true,
-                action,
-                conditions: Conditions::default(),
-                stacking: Stacking::Combinable,
-                priority: 0,
-                max_discount: None,
-                currency: None,
-                starts_at: None,
-                ends_at: None,
-                usage_limit: None,
-                per_customer_limit: None,
-                active: true,
-            },
-        }
+        Promotion { id: Uuid::from_u128(n), rules: PromotionRules::automatic(format!("promo {n}"), action) }
     }
 
     fn line(product: u128, unit_price: i64, quantity: i64) -> Line {

@@ -132,6 +132,26 @@ fn yes() -> bool {
 pub const MAX_LIST: usize = 1_000;
 
 impl PromotionRules {
+    /// An active, automatic, combinable promotion without conditions, limits,
+    /// currency or window: the defaults a staff request starts from.
+    pub fn automatic(name: impl Into<String>, action: Action) -> Self {
+        Self {
+            name: name.into(),
+            automatic: true,
+            action,
+            conditions: Conditions::default(),
+            stacking: Stacking::Combinable,
+            priority: 0,
+            max_discount: None,
+            currency: None,
+            starts_at: None,
+            ends_at: None,
+            usage_limit: None,
+            per_customer_limit: None,
+            active: true,
+        }
+    }
+
     /// Every offending field, or the rules with the name trimmed.
     pub fn validate(mut self) -> Result<Self, FieldErrors> {
         let mut e = FieldErrors::new();
@@ -281,22 +301,8 @@ pub struct Promotion {
 mod tests {
     use super::*;
 
-    pub fn rules(action: Action) -> PromotionRules {
-        PromotionRules {
-            name: "Sale".into(),
-            automatic: true,
-            action,
-            conditions: Conditions::default(),
-            stacking: Stacking::Combinable,
-            priority: 0,
-            max_discount: None,
-            currency: Some("EUR".into()),
-            starts_at: None,
-            ends_at: None,
-            usage_limit: None,
-            per_customer_limit: None,
-            active: true,
-        }
+    fn rules(action: Action) -> PromotionRules {
+        PromotionRules { currency: Some("EUR".into()), ..PromotionRules::automatic("Sale", action) }
     }
 
     fn fields(r: PromotionRules) -> Vec<(String, String)> {
