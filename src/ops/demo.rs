@@ -68,7 +68,7 @@ const DEPARTMENTS: &[Department] = &[
     },
 ];
 
-const ADJECTIVES: &[&str] = &[
+pub const ADJECTIVES: &[&str] = &[
     "Classic",
     "Organic",
     "Everyday",
@@ -90,9 +90,14 @@ const ADJECTIVES: &[&str] = &[
     "Summer",
     "Winter",
 ];
-const BRANDS: &[&str] = &["Northwind", "Acme", "Fjord & Co", "Lumen", "Atlas", "Kestrel", "Maple Row", "Oakline"];
-const COLOURS: &[&str] = &["black", "white", "navy", "olive", "sand", "red", "grey", "blue"];
-const MATERIALS: &[&str] = &["cotton", "linen", "wool", "recycled polyester", "leather", "ceramic", "oak", "aluminium"];
+pub const BRANDS: &[&str] = &["Northwind", "Acme", "Fjord & Co", "Lumen", "Atlas", "Kestrel", "Maple Row", "Oakline"];
+pub const COLOURS: &[&str] = &["black", "white", "navy", "olive", "sand", "red", "grey", "blue"];
+pub const MATERIALS: &[&str] = &["cotton", "linen", "wool", "recycled polyester", "leather", "ceramic", "oak", "aluminium"];
+
+/// The nouns of every department's product titles.
+pub fn nouns() -> impl Iterator<Item = &'static str> {
+    DEPARTMENTS.iter().flat_map(|d| d.nouns.iter().copied())
+}
 
 pub struct DemoReport {
     pub categories: usize,

@@ -158,7 +158,14 @@ pub async fn search(
     let running = index.clone();
     let (req, floors_for_search) = (request.clone(), floors.clone());
     let hits = tokio::task::spawn_blocking(move || {
-        let q = query::search_query(running.fields(), &terms, &req, category.map(|c| c.to_string()).as_deref(), currency);
+        let q = query::search_query(
+            running.fields(),
+            &terms,
+            &req,
+            category.map(|c| c.to_string()).as_deref(),
+            currency,
+            running.filter_cache(),
+        );
         running.search(
             q.as_ref(),
             req.sort,

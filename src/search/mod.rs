@@ -4,6 +4,8 @@
 //! from there and a missing, outdated or foreign index is rebuilt.
 
 pub mod facets;
+pub mod filters;
+pub mod fuzzy;
 pub mod query;
 pub mod schema;
 
@@ -46,6 +48,14 @@ struct Payload {
     position: u64,
 }
 
+/// A page of hits reads the stored fields of 24 documents spread over the
+/// index: small blocks make each read decompress little besides its document.
+const DOCSTORE_BLOCK_BYTES: usize = 2048;
+
+fn settings() -> tantivy::IndexSettings {
+    tantivy::IndexSettings { docstore_blocksize: DOCSTORE_BLOCK_BYTES, ..tantivy::IndexSettings::default() }
+}
+
 pub struct SearchIndex {
     index: Index,
     reader: IndexReader,
@@ -59,6 +69,7 @@ pub struct SearchIndex {
     /// many pages are never committed half-way by the feed.
     pub(crate) writing: tokio::sync::Mutex<()>,
     rebuilding: std::sync::atomic::AtomicBool,
+    filters: filters::FilterCache,
 }
 
 /// One page of hits with its total and facet counts.
@@ -76,12 +87,17 @@ impl SearchIndex {
         let (schema, fields) = schema::build();
         let dir = MmapDirectory::open(path).map_err(|e| SearchError::Directory(format!("{}: {e}", path.display())))?;
         let existing = Index::exists(&dir).unwrap_or(false);
-        let reusable = if existing { Index::open(dir.clone()).ok().filter(|i| i.schema() == schema) } else { None };
+        let settings = settings();
+        let reusable = if existing {
+            Index::open(dir.clone()).ok().filter(|i| i.schema() == schema && *i.settings() == settings)
+        } else {
+            None
+        };
         let index = match reusable {
             Some(index) => index,
             None => {
                 if existing {
-                    // Another schema version: start over in the same place.
+                    // Another schema version or settings: start over in the same place.
                     for entry in std::fs::read_dir(path).map_err(|e| SearchError::Directory(e.to_string()))?.flatten() {
                         let _ = if entry.path().is_dir() {
                             std::fs::remove_dir_all(entry.path())
@@ -91,7 +107,7 @@ impl SearchIndex {
                     }
                 }
                 let dir = MmapDirectory::open(path).map_err(|e| SearchError::Directory(e.to_string()))?;
-                Index::create(dir, schema, tantivy::IndexSettings::default())?
+                Index::create(dir, schema, settings)?
             }
         };
         schema::register_analyzer(&index);
@@ -114,6 +130,7 @@ impl SearchIndex {
             built: payload.is_some().into(),
             writing: tokio::sync::Mutex::new(()),
             rebuilding: false.into(),
+            filters: filters::FilterCache::default(),
         })
     }
 
@@ -202,8 +219,18 @@ impl SearchIndex {
         }
     }
 
+    /// The index as of the last commit (benchmarks take it apart).
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
     pub fn fields(&self) -> &Fields {
         &self.fields
+    }
+
+    /// The filter bitsets of this index's segments.
+    pub fn filter_cache(&self) -> &filters::FilterCache {
+        &self.filters
     }
 
     /// One page of `query`'s hits in `sort` order (prices in `currency`), the
@@ -255,7 +282,7 @@ impl SearchIndex {
     /// Titles of the best matches of a phrase being typed. Blocking.
     pub fn suggest(&self, terms: &[String], limit: usize) -> Result<Vec<Stored>, SearchError> {
         let searcher = self.reader.searcher();
-        let q = query::text_query(&self.fields, terms, true);
+        let q = query::text_query(&self.fields, terms, true, None);
         let hits = searcher.search(&q, &TopDocs::with_limit(limit).order_by_score())?;
         self.stored(&searcher, &hits.into_iter().map(|(_, a)| a).collect::<Vec<_>>())
     }

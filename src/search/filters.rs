@@ -1,0 +1,202 @@
+//! Search filters (category, brand, attribute, price range, stock) as bitsets
+//! cached per segment, as Lucene's query cache does. A segment never changes once
+//! written (an update is a deletion plus a document in a new segment, and the
+//! collectors skip deleted documents), so the documents a filter matches in a
+//! segment are worked out once: later searches with that filter AND a few
+//! bitsets instead of walking its postings beside every candidate document.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tantivy::index::SegmentId;
+use tantivy::query::{BitSetDocSet, ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, TERMINATED};
+use tantivy_common::ReadOnlyBitSet;
+
+/// Memory the cached bitsets may take (one bit per document per filter and segment).
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+type Key = (SegmentId, Arc<str>);
+
+/// The bitsets of filters used recently, by segment and filter.
+#[derive(Clone)]
+pub struct FilterCache {
+    bitsets: moka::sync::Cache<Key, Arc<ReadOnlyBitSet>>,
+}
+
+impl Default for FilterCache {
+    fn default() -> Self {
+        Self::with_capacity(MAX_BYTES)
+    }
+}
+
+impl FilterCache {
+    pub fn with_capacity(bytes: u64) -> Self {
+        let bitsets = moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|_: &Key, bits: &Arc<ReadOnlyBitSet>| u32::try_from(bits.num_bytes().get_bytes()).unwrap_or(u32::MAX))
+            .build();
+        Self { bitsets }
+    }
+
+    /// Bitsets held now (tests).
+    pub fn entries(&self) -> u64 {
+        self.bitsets.run_pending_tasks();
+        self.bitsets.entry_count()
+    }
+}
+
+/// The documents matching every filter, scoring nothing. Each filter is a key
+/// naming exactly what it matches (two filters with one key must match the same
+/// documents) and the query that finds them the first time.
+pub struct Filters {
+    cache: FilterCache,
+    filters: Vec<(Arc<str>, Box<dyn Query>)>,
+    /// Every filter ANDed, per segment, shared by the clones of this query:
+    /// the text query intersects each of its terms with the filters, so one
+    /// search asks for the same combination several times.
+    combined: Arc<Mutex<HashMap<SegmentId, BitSet>>>,
+}
+
+impl Clone for Filters {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            filters: self.filters.iter().map(|(k, q)| (k.clone(), q.box_clone())).collect(),
+            combined: self.combined.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Filters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.filters.iter().map(|(key, _)| key)).finish()
+    }
+}
+
+impl Filters {
+    pub fn new(cache: &FilterCache) -> Self {
+        Self { cache: cache.clone(), filters: Vec::new(), combined: Arc::default() }
+    }
+
+    pub fn push(&mut self, key: String, query: Box<dyn Query>) {
+        self.filters.push((key.into(), query));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+}
+
+impl Query for Filters {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        let unscored = EnableScoring::disabled_from_schema(scoring.schema());
+        let weights =
+            self.filters.iter().map(|(key, q)| Ok((key.clone(), q.weight(unscored)?))).collect::<tantivy::Result<Vec<_>>>()?;
+        Ok(Box::new(FiltersWeight { cache: self.cache.clone(), weights, combined: self.combined.clone() }))
+    }
+}
+
+struct FiltersWeight {
+    cache: FilterCache,
+    weights: Vec<(Arc<str>, Box<dyn Weight>)>,
+    combined: Arc<Mutex<HashMap<SegmentId, BitSet>>>,
+}
+
+impl FiltersWeight {
+    fn bitset(&self, reader: &SegmentReader) -> tantivy::Result<BitSet> {
+        if let Some(bits) = self.combined.lock().unwrap_or_else(|p| p.into_inner()).get(&reader.segment_id()) {
+            return Ok(bits.clone());
+        }
+        let mut all = BitSet::with_max_value_and_full(reader.max_doc());
+        for (key, weight) in &self.weights {
+            let bits = self
+                .cache
+                .bitsets
+                .try_get_with((reader.segment_id(), key.clone()), || matching(weight.as_ref(), reader))
+                .map_err(|e| tantivy::TantivyError::InternalError(format!("filter {key}: {e}")))?;
+            all.intersect_update(&bits);
+        }
+        self.combined.lock().unwrap_or_else(|p| p.into_inner()).insert(reader.segment_id(), all.clone());
+        Ok(all)
+    }
+}
+
+/// Walks a filter's postings once.
+fn matching(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<Arc<ReadOnlyBitSet>> {
+    let mut bits = BitSet::with_max_value(reader.max_doc());
+    let mut docs = weight.scorer(reader, 1.0)?;
+    let mut doc = docs.doc();
+    while doc != TERMINATED {
+        bits.insert(doc);
+        doc = docs.advance();
+    }
+    Ok(Arc::new(ReadOnlyBitSet::from(&bits)))
+}
+
+impl Weight for FiltersWeight {
+    fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        Ok(Box::new(ConstScorer::new(BitSetDocSet::from(self.bitset(reader)?), 0.0)))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        if self.bitset(reader)?.contains(doc) {
+            Ok(Explanation::new("filters", 0.0))
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument(format!("document {doc} does not match the filters")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::collector::Count;
+    use tantivy::query::TermQuery;
+    use tantivy::schema::{IndexRecordOption, STRING, Schema};
+    use tantivy::{Index, IndexWriter, Term, doc};
+
+    fn term(field: tantivy::schema::Field, value: &str) -> Box<dyn Query> {
+        Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+    }
+
+    #[test]
+    fn cached_filters_follow_new_segments_and_deletions() {
+        let mut schema = Schema::builder();
+        let (brand, colour) = (schema.add_text_field("brand", STRING), schema.add_text_field("colour", STRING));
+        let index = Index::create_in_ram(schema.build());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for i in 0..100 {
+            let b = if i % 2 == 0 { "acme" } else { "lumen" };
+            let c = if i % 5 == 0 { "red" } else { "blue" };
+            writer.add_document(doc!(brand => b, colour => c)).unwrap();
+        }
+        writer.commit().unwrap();
+        let reader = index.reader().unwrap();
+        let cache = FilterCache::default();
+        let count = |filters: &[(&str, tantivy::schema::Field, &str)]| {
+            let mut f = Filters::new(&cache);
+            for (key, field, value) in filters {
+                f.push((*key).to_owned(), term(*field, value));
+            }
+            reader.searcher().search(&f, &Count).unwrap()
+        };
+        let red_acme = [("brand:acme", brand, "acme"), ("colour:red", colour, "red")];
+        assert_eq!(count(&red_acme), 10);
+        assert_eq!(count(&red_acme), 10, "the same answer from the cache");
+        assert_eq!(count(&[("brand:lumen", brand, "lumen")]), 50);
+        assert_eq!(cache.entries(), 3);
+
+        // A new segment and a deletion: the old segment's bitsets stay right
+        // (deleted documents are skipped by the collector), the new one gets its own.
+        writer.delete_term(Term::from_field_text(colour, "red"));
+        for _ in 0..7 {
+            writer.add_document(doc!(brand => "acme", colour => "red")).unwrap();
+        }
+        writer.commit().unwrap();
+        reader.reload().unwrap();
+        assert_eq!(count(&red_acme), 7);
+        assert_eq!(count(&[("brand:acme", brand, "acme")]), 47);
+        assert!(cache.entries() > 3);
+    }
+}
