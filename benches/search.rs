@@ -15,7 +15,6 @@ use mercato::domain::money::Currency;
 use mercato::domain::search_request::SearchRequest;
 use mercato::ops::demo::{ADJECTIVES, BRANDS, COLOURS, MATERIALS, nouns};
 use mercato::search::SearchIndex;
-use mercato::search::facets::FacetCounter;
 use mercato::search::query;
 use mercato::store::search_documents::SearchDocument;
 use rand::rngs::StdRng;
@@ -127,7 +126,7 @@ fn run(f: &Fixture, i: usize) -> usize {
     let (terms, request, category) = &f.queries[i % QUERIES];
     let eur = Currency::parse("EUR").expect("currency");
     let q = query::search_query(f.index.fields(), terms, request, category.as_deref(), eur, f.index.filter_cache());
-    let counter = FacetCounter { currency: eur, bucket_floors: [0, 10, 25, 50, 100, 250, 500, 1000].map(|f| f * 100).to_vec() };
+    let counter = f.index.facet_counter(eur, [0, 10, 25, 50, 100, 250, 500, 1000].map(|f| f * 100).to_vec());
     let hits = f.index.search(q.as_ref(), request.sort, eur, request.offset, request.limit, counter).expect("search");
     hits.total + hits.items.len()
 }

@@ -31,6 +31,7 @@ export MERCATO_RATE_LIMIT_READS_PER_SECOND=1000000000
 export MERCATO_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
 export MERCATO_WORKERS=0
 mkdir -p "$WORK"
+[ -x "$BIN" ] || { echo "no mercato binary at $BIN: cargo build --release (same CARGO_TARGET_DIR), or set BIN" >&2; exit 1; }
 
 wait_up() {
   for _ in $(seq 1 600); do

@@ -14,7 +14,7 @@ use crate::domain::money::Currency;
 use crate::domain::search_request::{SearchRequest, SuggestRequest};
 use crate::domain::validation::FieldError;
 use crate::error::{ApiError, ApiResult};
-use crate::search::facets::{FacetCounter, FacetCounts, TermCounts};
+use crate::search::facets::{FacetCounts, TermCounts};
 use crate::search::schema::{ATTRIBUTE_SEPARATOR, Stored};
 use crate::search::{SearchIndex, query};
 use crate::store::Store;
@@ -166,14 +166,7 @@ pub async fn search(
             currency,
             running.filter_cache(),
         );
-        running.search(
-            q.as_ref(),
-            req.sort,
-            currency,
-            req.offset,
-            req.limit,
-            FacetCounter { currency, bucket_floors: floors_for_search },
-        )
+        running.search(q.as_ref(), req.sort, currency, req.offset, req.limit, running.facet_counter(currency, floors_for_search))
     })
     .await
     .map_err(|e| anyhow::anyhow!("search task: {e}"))?

@@ -1,12 +1,20 @@
 //! Facet counts over the matching documents in the same pass as the hits:
 //! brand, category (with ancestors) and attribute terms by their dictionary
 //! ordinals, prices by bucket in the requested currency, and in stock.
+//!
+//! Reading five columns per match was most of a search's time, so each segment's
+//! facet values are decoded once into flat arrays (`SegmentTable`), when the
+//! reader first sees the segment (a tantivy `Warmer`, so no search waits for it):
+//! counting a match is then a few array reads. Segments never change; a table
+//! lives as long as its segment is searchable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, StrColumn};
-use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
+use tantivy::columnar::StrColumn;
+use tantivy::index::SegmentId;
+use tantivy::{DocId, Score, Searcher, SearcherGeneration, SegmentOrdinal, SegmentReader, Warmer};
 
 use crate::domain::money::Currency;
 use crate::domain::price_band;
@@ -24,29 +32,115 @@ pub struct FacetCounts {
     pub in_stock: u64,
 }
 
+/// The string fields counted by term, in the order of their slots.
+const TERM_FIELDS: [&str; 3] = ["brand", "category", "attribute"];
+
+/// One segment's facet values, decoded.
+pub struct SegmentTable {
+    /// The string columns, to name the counted ordinals.
+    columns: Vec<Option<StrColumn>>,
+    /// Where each field's ordinals start among the slots (and, last, their number).
+    offsets: [u32; TERM_FIELDS.len() + 1],
+    /// Document `d`'s slots are `slots[starts[d]..starts[d + 1]]`.
+    starts: Vec<u32>,
+    slots: Vec<u32>,
+    /// Document `d`'s encoded prices (`price_band`) are `prices[price_starts[d]..price_starts[d + 1]]`.
+    price_starts: Vec<u32>,
+    prices: Vec<u64>,
+    in_stock: Vec<bool>,
+}
+
+impl SegmentTable {
+    fn build(segment: &SegmentReader) -> tantivy::Result<Self> {
+        let fast = segment.fast_fields();
+        let columns = TERM_FIELDS.iter().map(|name| fast.str(name)).collect::<tantivy::Result<Vec<_>>>()?;
+        let mut offsets = [0u32; TERM_FIELDS.len() + 1];
+        for (i, column) in columns.iter().enumerate() {
+            offsets[i + 1] = offsets[i] + column.as_ref().map_or(0, |c| c.num_terms() as u32);
+        }
+        let price = fast.column_opt::<u64>("price")?;
+        let in_stock = fast.column_opt::<bool>("in_stock")?;
+        let max_doc = segment.max_doc();
+        let mut table = SegmentTable {
+            columns,
+            offsets,
+            starts: Vec::with_capacity(max_doc as usize + 1),
+            slots: Vec::new(),
+            price_starts: Vec::with_capacity(max_doc as usize + 1),
+            prices: Vec::new(),
+            in_stock: Vec::with_capacity(max_doc as usize),
+        };
+        for doc in 0..max_doc {
+            table.starts.push(table.slots.len() as u32);
+            for (column, offset) in table.columns.iter().zip(offsets) {
+                if let Some(column) = column {
+                    table.slots.extend(column.term_ords(doc).map(|ord| offset + ord as u32));
+                }
+            }
+            table.price_starts.push(table.prices.len() as u32);
+            if let Some(price) = &price {
+                table.prices.extend(price.values_for_doc(doc));
+            }
+            table.in_stock.push(in_stock.as_ref().and_then(|c| c.first(doc)).unwrap_or(false));
+        }
+        table.starts.push(table.slots.len() as u32);
+        table.price_starts.push(table.prices.len() as u32);
+        Ok(table)
+    }
+}
+
+/// The tables of the searchable segments, kept by the index reader.
+#[derive(Default)]
+pub struct FacetTables {
+    tables: RwLock<HashMap<SegmentId, Arc<SegmentTable>>>,
+}
+
+impl FacetTables {
+    fn get(&self, segment: &SegmentReader) -> tantivy::Result<Arc<SegmentTable>> {
+        if let Some(table) = self.tables.read().unwrap_or_else(|p| p.into_inner()).get(&segment.segment_id()) {
+            return Ok(table.clone());
+        }
+        // Not warmed (a reader that does not use these tables as its warmer).
+        let table = Arc::new(SegmentTable::build(segment)?);
+        self.tables.write().unwrap_or_else(|p| p.into_inner()).insert(segment.segment_id(), table.clone());
+        Ok(table)
+    }
+
+    /// Segments with a table (tests).
+    pub fn segments(&self) -> usize {
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Warmer for FacetTables {
+    fn warm(&self, searcher: &Searcher) -> tantivy::Result<()> {
+        for segment in searcher.segment_readers() {
+            self.get(segment)?;
+        }
+        Ok(())
+    }
+
+    fn garbage_collect(&self, live: &[&SearcherGeneration]) {
+        let alive: BTreeSet<SegmentId> = live.iter().flat_map(|g| g.segments().keys().copied()).collect();
+        self.tables.write().unwrap_or_else(|p| p.into_inner()).retain(|id, _| alive.contains(id));
+    }
+}
+
 pub struct FacetCounter {
     pub currency: Currency,
     /// Lower bounds (minor units, ascending, the first 0) of the price buckets;
     /// each runs to the next one's bound.
     pub bucket_floors: Vec<i64>,
+    pub tables: Arc<FacetTables>,
 }
 
 pub struct SegmentFacets {
-    brand: Option<(StrColumn, Vec<u64>)>,
-    category: Option<(StrColumn, Vec<u64>)>,
-    attribute: Option<(StrColumn, Vec<u64>)>,
-    price: Option<Column<u64>>,
-    in_stock: Option<Column<bool>>,
+    table: Arc<SegmentTable>,
+    /// Per slot.
+    terms: Vec<u64>,
     currency: Currency,
     floors: Vec<i64>,
     counts: FacetCounts,
-}
-
-fn str_column(segment: &SegmentReader, name: &str) -> tantivy::Result<Option<(StrColumn, Vec<u64>)>> {
-    Ok(segment.fast_fields().str(name)?.map(|c| {
-        let n = c.num_terms();
-        (c, vec![0; n])
-    }))
 }
 
 impl Collector for FacetCounter {
@@ -54,12 +148,10 @@ impl Collector for FacetCounter {
     type Child = SegmentFacets;
 
     fn for_segment(&self, _: SegmentOrdinal, segment: &SegmentReader) -> tantivy::Result<SegmentFacets> {
+        let table = self.tables.get(segment)?;
         Ok(SegmentFacets {
-            brand: str_column(segment, "brand")?,
-            category: str_column(segment, "category")?,
-            attribute: str_column(segment, "attribute")?,
-            price: segment.fast_fields().column_opt::<u64>("price")?,
-            in_stock: segment.fast_fields().column_opt::<bool>("in_stock")?,
+            terms: vec![0; table.offsets[TERM_FIELDS.len()] as usize],
+            table,
             currency: self.currency,
             floors: self.bucket_floors.clone(),
             counts: FacetCounts { price: vec![0; self.bucket_floors.len()], ..FacetCounts::default() },
@@ -93,38 +185,40 @@ impl SegmentCollector for SegmentFacets {
     type Fruit = FacetCounts;
 
     fn collect(&mut self, doc: DocId, _: Score) {
-        for (column, counts) in [&mut self.brand, &mut self.category, &mut self.attribute].into_iter().flatten() {
-            for ord in column.term_ords(doc) {
-                counts[ord as usize] += 1;
-            }
+        let t = &self.table;
+        let doc = doc as usize;
+        for slot in &t.slots[t.starts[doc] as usize..t.starts[doc + 1] as usize] {
+            self.terms[*slot as usize] += 1;
         }
-        if let Some(price) = &self.price
-            && let Some(amount) = price.values_for_doc(doc).find_map(|v| price_band::decode_in(self.currency, v))
+        if let Some(amount) = t.prices[t.price_starts[doc] as usize..t.price_starts[doc + 1] as usize]
+            .iter()
+            .find_map(|v| price_band::decode_in(self.currency, *v))
         {
             let bucket = self.floors.partition_point(|floor| *floor <= amount).saturating_sub(1);
             self.counts.price[bucket] += 1;
         }
-        if self.in_stock.as_ref().and_then(|c| c.first(doc)).unwrap_or(false) {
+        if t.in_stock[doc] {
             self.counts.in_stock += 1;
         }
     }
 
     fn harvest(mut self) -> FacetCounts {
-        let named = |column: Option<(StrColumn, Vec<u64>)>| {
+        let t = &self.table;
+        let named = |field: usize| {
             let mut out = TermCounts::new();
-            if let Some((column, counts)) = column {
-                for (ord, n) in counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-                    let mut value = String::new();
-                    if column.ord_to_str(ord as u64, &mut value).unwrap_or(false) {
-                        out.insert(value, n);
-                    }
+            let Some(column) = &t.columns[field] else { return out };
+            let (from, to) = (t.offsets[field] as usize, t.offsets[field + 1] as usize);
+            for (ord, n) in self.terms[from..to].iter().enumerate().filter(|(_, n)| **n > 0) {
+                let mut value = String::new();
+                if column.ord_to_str(ord as u64, &mut value).unwrap_or(false) {
+                    out.insert(value, *n);
                 }
             }
             out
         };
-        self.counts.brand = named(self.brand.take());
-        self.counts.category = named(self.category.take());
-        self.counts.attribute = named(self.attribute.take());
+        self.counts.brand = named(0);
+        self.counts.category = named(1);
+        self.counts.attribute = named(2);
         self.counts
     }
 }

@@ -10,8 +10,8 @@ pub mod query;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
@@ -70,6 +70,8 @@ pub struct SearchIndex {
     pub(crate) writing: tokio::sync::Mutex<()>,
     rebuilding: std::sync::atomic::AtomicBool,
     filters: filters::FilterCache,
+    /// Decoded facet values per segment, kept current by the reader (its warmer).
+    facet_tables: Arc<facets::FacetTables>,
 }
 
 /// One page of hits with its total and facet counts.
@@ -115,7 +117,10 @@ impl SearchIndex {
             tantivy::TantivyError::LockFailure(..) => SearchError::Locked { path: path.to_owned() },
             other => SearchError::Index(other),
         })?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let facet_tables = Arc::new(facets::FacetTables::default());
+        let warmer: Arc<dyn tantivy::Warmer> = facet_tables.clone();
+        let reader =
+            index.reader_builder().reload_policy(ReloadPolicy::Manual).warmers(vec![Arc::downgrade(&warmer)]).try_into()?;
         let payload: Option<Payload> = index
             .load_metas()?
             .payload
@@ -131,6 +136,7 @@ impl SearchIndex {
             writing: tokio::sync::Mutex::new(()),
             rebuilding: false.into(),
             filters: filters::FilterCache::default(),
+            facet_tables,
         })
     }
 
@@ -226,6 +232,11 @@ impl SearchIndex {
 
     pub fn fields(&self) -> &Fields {
         &self.fields
+    }
+
+    /// Counts facets of this index's matches in `currency`, by the buckets starting at `bucket_floors`.
+    pub fn facet_counter(&self, currency: Currency, bucket_floors: Vec<i64>) -> FacetCounter {
+        FacetCounter { currency, bucket_floors, tables: self.facet_tables.clone() }
     }
 
     /// The filter bitsets of this index's segments.
