@@ -71,22 +71,26 @@ impl SegmentTable {
             in_stock: Vec::with_capacity(max_doc as usize),
         };
         for doc in 0..max_doc {
-            table.starts.push(table.slots.len() as u32);
+            table.starts.push(offset(&table.slots)?);
             for (column, offset) in table.columns.iter().zip(offsets) {
                 if let Some(column) = column {
                     table.slots.extend(column.term_ords(doc).map(|ord| offset + ord as u32));
                 }
             }
-            table.price_starts.push(table.prices.len() as u32);
+            table.price_starts.push(offset(&table.prices)?);
             if let Some(price) = &price {
                 table.prices.extend(price.values_for_doc(doc));
             }
             table.in_stock.push(in_stock.as_ref().and_then(|c| c.first(doc)).unwrap_or(false));
         }
-        table.starts.push(table.slots.len() as u32);
-        table.price_starts.push(table.prices.len() as u32);
+        table.starts.push(offset(&table.slots)?);
+        table.price_starts.push(offset(&table.prices)?);
         Ok(table)
     }
+}
+
+fn offset<T>(values: &[T]) -> tantivy::Result<u32> {
+    u32::try_from(values.len()).map_err(|_| tantivy::TantivyError::InternalError("a segment with over 4G facet values".into()))
 }
 
 /// The tables of the searchable segments, kept by the index reader.
@@ -220,5 +224,75 @@ impl SegmentCollector for SegmentFacets {
         self.counts.category = named(1);
         self.counts.attribute = named(2);
         self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use crate::domain::category_tree::Tree;
+    use crate::domain::money::Currency;
+    use crate::search::SearchIndex;
+    use crate::store::search_documents::SearchDocument;
+
+    fn product(n: u128, brand: &str, colours: &[&str], price: i64, in_stock: bool) -> SearchDocument {
+        SearchDocument {
+            id: Uuid::from_u128(n),
+            slug: format!("p-{n}"),
+            title: format!("Linen shirt {n}"),
+            description: String::new(),
+            brand: Some(brand.to_owned()),
+            category_ids: vec![Uuid::from_u128(1_001)],
+            attributes: colours.iter().map(|c| ("colour".to_owned(), (*c).to_owned())).collect(),
+            prices: vec![("EUR".into(), price, price)],
+            in_stock,
+            image: None,
+            created_at: "2026-11-01T12:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn counts_follow_updates_and_tables_follow_the_searchable_segments() {
+        let dir = std::env::temp_dir().join(format!("mercato-facets-{}", Uuid::now_v7()));
+        let index = SearchIndex::open(&dir).unwrap();
+        let tree = Tree::new([(Uuid::from_u128(1_000), None), (Uuid::from_u128(1_001), Some(Uuid::from_u128(1_000)))]);
+        let eur = Currency::parse("EUR").unwrap();
+        let count = |index: &SearchIndex| {
+            let q = crate::search::query::text_query(index.fields(), &["linen".to_owned()], false, None);
+            let counter = index.facet_counter(eur, vec![0, 1_000, 5_000]);
+            index.search(q.as_ref(), crate::domain::search_request::SearchSort::Relevance, eur, 0, 10, counter).unwrap().facets
+        };
+        index
+            .stage(
+                &tree,
+                &[],
+                &[
+                    product(1, "Acme", &["navy", "sand"], 2_999, true),
+                    product(2, "Acme", &["navy"], 500, false),
+                    product(3, "Lumen", &[], 9_999, true),
+                ],
+            )
+            .unwrap();
+        index.commit(1).unwrap();
+        let f = count(&index);
+        assert_eq!((f.brand["Acme"], f.brand["Lumen"]), (2, 1));
+        assert_eq!(f.category.len(), 2, "the category and its ancestor: {:?}", f.category);
+        assert!(f.category.values().all(|n| *n == 3));
+        assert_eq!((f.attribute["colour\u{1f}navy"], f.attribute["colour\u{1f}sand"]), (2, 1));
+        assert_eq!((f.price.clone(), f.in_stock), (vec![1, 1, 1], 2));
+        assert_eq!(index.facet_tables.segments(), 1);
+
+        // Product 2 changes brand, price and stock: its new version is in a new
+        // segment, the old one deleted and no longer counted.
+        index.stage(&tree, &[Uuid::from_u128(2)], &[product(2, "Lumen", &["sand"], 7_000, true)]).unwrap();
+        index.commit(2).unwrap();
+        let f = count(&index);
+        assert_eq!((f.brand["Acme"], f.brand["Lumen"]), (1, 2));
+        assert_eq!((f.attribute["colour\u{1f}navy"], f.attribute["colour\u{1f}sand"]), (1, 2));
+        assert_eq!((f.price.clone(), f.in_stock), (vec![0, 1, 2], 3));
+        assert_eq!(index.facet_tables.segments(), index.searcher().segment_readers().len());
+        drop(index);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

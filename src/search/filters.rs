@@ -5,12 +5,12 @@
 //! segment are worked out once: later searches with that filter AND a few
 //! bitsets instead of walking its postings beside every candidate document.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tantivy::index::SegmentId;
 use tantivy::query::{BitSetDocSet, ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
-use tantivy::{BitSet, DocId, DocSet, Score, SegmentReader, TERMINATED};
+use tantivy::{BitSet, DocId, DocSet, Score, Searcher, SearcherGeneration, SegmentReader, TERMINATED, Warmer};
 use tantivy_common::ReadOnlyBitSet;
 
 /// Memory the cached bitsets may take (one bit per document per filter and segment).
@@ -35,6 +35,7 @@ impl FilterCache {
         let bitsets = moka::sync::Cache::builder()
             .max_capacity(bytes)
             .weigher(|_: &Key, bits: &Arc<ReadOnlyBitSet>| u32::try_from(bits.num_bytes().get_bytes()).unwrap_or(u32::MAX))
+            .support_invalidation_closures()
             .build();
         Self { bitsets }
     }
@@ -43,6 +44,22 @@ impl FilterCache {
     pub fn entries(&self) -> u64 {
         self.bitsets.run_pending_tasks();
         self.bitsets.entry_count()
+    }
+}
+
+/// Kept current by the index reader: the bitsets of segments no searcher holds
+/// any more (merged away, or a rebuilt index) are dropped at once instead of
+/// taking room from the live ones until they age out.
+impl Warmer for FilterCache {
+    fn warm(&self, _: &Searcher) -> tantivy::Result<()> {
+        Ok(())
+    }
+
+    fn garbage_collect(&self, live: &[&SearcherGeneration]) {
+        let alive: BTreeSet<SegmentId> = live.iter().flat_map(|g| g.segments().keys().copied()).collect();
+        if let Err(e) = self.bitsets.invalidate_entries_if(move |(segment, _), _| !alive.contains(segment)) {
+            tracing::warn!(error = %e, "could not drop the filter bitsets of removed segments");
+        }
     }
 }
 
@@ -81,6 +98,8 @@ impl Filters {
 
     pub fn push(&mut self, key: String, query: Box<dyn Query>) {
         self.filters.push((key.into(), query));
+        // Another set of filters: nothing combined before holds for it.
+        self.combined = Arc::default();
     }
 
     pub fn is_empty(&self) -> bool {

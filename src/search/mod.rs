@@ -69,8 +69,9 @@ pub struct SearchIndex {
     /// many pages are never committed half-way by the feed.
     pub(crate) writing: tokio::sync::Mutex<()>,
     rebuilding: std::sync::atomic::AtomicBool,
-    filters: filters::FilterCache,
-    /// Decoded facet values per segment, kept current by the reader (its warmer).
+    /// Filter bitsets per segment, and decoded facet values per segment: both
+    /// kept current by the reader (its warmers).
+    filters: Arc<filters::FilterCache>,
     facet_tables: Arc<facets::FacetTables>,
 }
 
@@ -118,9 +119,13 @@ impl SearchIndex {
             other => SearchError::Index(other),
         })?;
         let facet_tables = Arc::new(facets::FacetTables::default());
-        let warmer: Arc<dyn tantivy::Warmer> = facet_tables.clone();
-        let reader =
-            index.reader_builder().reload_policy(ReloadPolicy::Manual).warmers(vec![Arc::downgrade(&warmer)]).try_into()?;
+        let filters = Arc::new(filters::FilterCache::default());
+        let warmers: [Arc<dyn tantivy::Warmer>; 2] = [facet_tables.clone(), filters.clone()];
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .warmers(warmers.iter().map(Arc::downgrade).collect())
+            .try_into()?;
         let payload: Option<Payload> = index
             .load_metas()?
             .payload
@@ -135,7 +140,7 @@ impl SearchIndex {
             built: payload.is_some().into(),
             writing: tokio::sync::Mutex::new(()),
             rebuilding: false.into(),
-            filters: filters::FilterCache::default(),
+            filters,
             facet_tables,
         })
     }

@@ -5,7 +5,7 @@
 use std::ops::Bound;
 
 use tantivy::Term;
-use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
 
@@ -67,16 +67,21 @@ pub fn text_query(fields: &Fields, terms: &[String], prefix_last: bool, filters:
             let prefix = prefix_last && i + 1 == terms.len();
             let mut alternatives: Vec<(Occur, Box<dyn Query>)> = Vec::new();
             for (field, boost) in [(fields.title, TITLE_BOOST), (fields.description, 1.0)] {
-                // Exact: BM25 × 2, plus the constant every other spelling scores.
                 let exact =
                     restricted(Box::new(TermQuery::new(Term::from_field_text(field, word), IndexRecordOption::WithFreqs)));
-                let exact = Box::new(PlusConstant::new(exact, 1.0 / EXACT_BOOST));
-                alternatives.push((Occur::Should, Box::new(BoostQuery::new(exact, boost * EXACT_BOOST))));
                 let distance = fuzziness(word);
-                if distance > 0 || prefix {
-                    let others = restricted(Box::new(OtherSpellings::new(field, word, distance, prefix)));
-                    alternatives.push((Occur::Should, Box::new(BoostQuery::new(others, boost))));
+                if distance == 0 && !prefix {
+                    alternatives.push((Occur::Should, Box::new(BoostQuery::new(exact, boost * EXACT_BOOST))));
+                    continue;
                 }
+                // BM25 × 2 for the word itself, plus one constant for matching
+                // it or any other spelling (the constant is added once per field).
+                let others = restricted(Box::new(OtherSpellings::new(field, word, distance, prefix)));
+                let either: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, Box::new(BoostQuery::new(exact, EXACT_BOOST))),
+                    (Occur::Should, Box::new(ConstScoreQuery::new(others, 0.0))),
+                ]));
+                alternatives.push((Occur::Should, Box::new(BoostQuery::new(Box::new(PlusConstant::new(either, 1.0)), boost))));
             }
             (Occur::Must, Box::new(BooleanQuery::new(alternatives)) as Box<dyn Query>)
         })
@@ -172,5 +177,47 @@ mod tests {
             ["title", "lin", "en", "and", "shirt", "3", "or", "creme", "2"]
         );
         assert!(terms(&mut analyzer, "+-&&||!(){}[]^\"~*?:\\/").is_empty());
+    }
+
+    fn ranked(titles: &[&str], word: &str) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("mercato-ranking-{}", uuid::Uuid::now_v7()));
+        let index = crate::search::SearchIndex::open(&dir).unwrap();
+        let docs: Vec<_> = titles
+            .iter()
+            .enumerate()
+            .map(|(n, title)| crate::store::search_documents::SearchDocument {
+                id: uuid::Uuid::from_u128(n as u128 + 1),
+                slug: format!("p-{n}"),
+                title: (*title).to_owned(),
+                description: String::new(),
+                brand: None,
+                category_ids: Vec::new(),
+                attributes: Vec::new(),
+                prices: Vec::new(),
+                in_stock: true,
+                image: None,
+                created_at: "2026-11-01T12:00:00Z".into(),
+            })
+            .collect();
+        index.stage(&crate::domain::category_tree::Tree::new([]), &[], &docs).unwrap();
+        index.commit(1).unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        let q = text_query(index.fields(), &[word.to_owned()], false, None);
+        let sort = crate::domain::search_request::SearchSort::Relevance;
+        let hits = index.search(q.as_ref(), sort, eur, 0, 20, index.facet_counter(eur, vec![0])).unwrap();
+        drop(index);
+        let _ = std::fs::remove_dir_all(dir);
+        hits.items.into_iter().map(|s| s.title).collect()
+    }
+
+    #[test]
+    fn an_exact_match_outranks_every_other_spelling() {
+        // "linen" in most titles: its BM25 is tiny, yet the exact matches keep
+        // the constant a match of another spelling scores.
+        let found = ranked(&["Linen", "Linen", "Linen", "Linen", "Linen", "Linen", "Linens x y z"], "linen");
+        assert_eq!(found.len(), 7);
+        assert_eq!(found.last().map(String::as_str), Some("Linens x y z"));
+        // Holding another spelling as well adds nothing: the shorter title wins.
+        assert_eq!(ranked(&["Linen linens", "Linen", "Wool"], "linen"), ["Linen", "Linen linens"]);
     }
 }
