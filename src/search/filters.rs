@@ -9,9 +9,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tantivy::index::SegmentId;
-use tantivy::query::{BitSetDocSet, ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
+use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::{BitSet, DocId, DocSet, Score, Searcher, SearcherGeneration, SegmentReader, TERMINATED, Warmer};
-use tantivy_common::ReadOnlyBitSet;
+use tantivy_common::{ReadOnlyBitSet, TinySet};
 
 /// Memory the cached bitsets may take (one bit per document per filter and segment).
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -72,7 +72,7 @@ pub struct Filters {
     /// Every filter ANDed, per segment, shared by the clones of this query:
     /// the text query intersects each of its terms with the filters, so one
     /// search asks for the same combination several times.
-    combined: Arc<Mutex<HashMap<SegmentId, BitSet>>>,
+    combined: Arc<Mutex<HashMap<SegmentId, Arc<BitSet>>>>,
 }
 
 impl Clone for Filters {
@@ -119,11 +119,11 @@ impl Query for Filters {
 struct FiltersWeight {
     cache: FilterCache,
     weights: Vec<(Arc<str>, Box<dyn Weight>)>,
-    combined: Arc<Mutex<HashMap<SegmentId, BitSet>>>,
+    combined: Arc<Mutex<HashMap<SegmentId, Arc<BitSet>>>>,
 }
 
 impl FiltersWeight {
-    fn bitset(&self, reader: &SegmentReader) -> tantivy::Result<BitSet> {
+    fn bitset(&self, reader: &SegmentReader) -> tantivy::Result<Arc<BitSet>> {
         if let Some(bits) = self.combined.lock().unwrap_or_else(|p| p.into_inner()).get(&reader.segment_id()) {
             return Ok(bits.clone());
         }
@@ -136,6 +136,7 @@ impl FiltersWeight {
                 .map_err(|e| tantivy::TantivyError::InternalError(format!("filter {key}: {e}")))?;
             all.intersect_update(&bits);
         }
+        let all = Arc::new(all);
         self.combined.lock().unwrap_or_else(|p| p.into_inner()).insert(reader.segment_id(), all.clone());
         Ok(all)
     }
@@ -155,7 +156,7 @@ fn matching(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<Arc<
 
 impl Weight for FiltersWeight {
     fn scorer(&self, reader: &SegmentReader, _boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        Ok(Box::new(ConstScorer::new(BitSetDocSet::from(self.bitset(reader)?), 0.0)))
+        Ok(Box::new(ConstScorer::new(SharedBits::new(self.bitset(reader)?), 0.0)))
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
@@ -164,6 +165,74 @@ impl Weight for FiltersWeight {
         } else {
             Err(tantivy::TantivyError::InvalidArgument(format!("document {doc} does not match the filters")))
         }
+    }
+}
+
+/// tantivy's `BitSetDocSet` over a bitset shared by every term of the query
+/// (which owns its bitset, and copying one per term and segment cost megabytes
+/// per search on a large index).
+struct SharedBits {
+    bits: Arc<BitSet>,
+    bucket: u32,
+    rest: TinySet,
+    doc: DocId,
+}
+
+impl SharedBits {
+    fn new(bits: Arc<BitSet>) -> Self {
+        let rest = if bits.max_value() == 0 { TinySet::empty() } else { bits.tinyset(0) };
+        let mut docs = Self { bits, bucket: 0, rest, doc: 0 };
+        docs.advance();
+        docs
+    }
+
+    fn go_to_bucket(&mut self, bucket: u32) {
+        self.bucket = bucket;
+        self.rest = self.bits.tinyset(bucket);
+    }
+}
+
+impl DocSet for SharedBits {
+    fn advance(&mut self) -> DocId {
+        if let Some(lower) = self.rest.pop_lowest() {
+            self.doc = (self.bucket * 64) | lower;
+            return self.doc;
+        }
+        match self.bits.first_non_empty_bucket(self.bucket + 1) {
+            Some(bucket) => {
+                self.go_to_bucket(bucket);
+                let lower = self.rest.pop_lowest().unwrap_or(0);
+                self.doc = (bucket * 64) | lower;
+            }
+            None => self.doc = TERMINATED,
+        }
+        self.doc
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        if target >= self.bits.max_value() {
+            self.doc = TERMINATED;
+            return TERMINATED;
+        }
+        let bucket = target / 64;
+        if bucket > self.bucket {
+            self.go_to_bucket(bucket);
+            self.rest = self.rest.intersect(TinySet::range_greater_or_equal(target % 64));
+            return self.advance();
+        }
+        let mut doc = self.doc;
+        while doc < target {
+            doc = self.advance();
+        }
+        doc
+    }
+
+    fn doc(&self) -> DocId {
+        self.doc
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.bits.len() as u32
     }
 }
 
@@ -217,5 +286,31 @@ mod tests {
         assert_eq!(count(&red_acme), 7);
         assert_eq!(count(&[("brand:acme", brand, "acme")]), 47);
         assert!(cache.entries() > 3);
+    }
+
+    proptest::proptest! {
+        /// Walks and seeks exactly like tantivy's own bitset doc set.
+        #[test]
+        fn shared_bits_walk_like_tantivys_bitset(
+            docs in proptest::collection::btree_set(0u32..700, 0..120),
+            seeks in proptest::collection::vec(1u32..90, 0..12),
+        ) {
+            let mut bits = BitSet::with_max_value(700);
+            for d in &docs {
+                bits.insert(*d);
+            }
+            let mut ours = SharedBits::new(Arc::new(bits.clone()));
+            let mut theirs = tantivy::query::BitSetDocSet::from(bits);
+            proptest::prop_assert_eq!(ours.size_hint(), docs.len() as u32);
+            for step in seeks {
+                proptest::prop_assert_eq!(ours.doc(), theirs.doc());
+                if ours.doc() == TERMINATED {
+                    break;
+                }
+                let target = ours.doc() + step;
+                proptest::prop_assert_eq!(ours.seek(target), theirs.seek(target));
+                proptest::prop_assert_eq!(ours.advance(), theirs.advance());
+            }
+        }
     }
 }
