@@ -110,8 +110,8 @@ impl FacetTables {
         Ok(table)
     }
 
-    /// Segments with a table (tests).
-    pub fn segments(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn segments(&self) -> usize {
         self.tables.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

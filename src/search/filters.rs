@@ -26,22 +26,18 @@ pub struct FilterCache {
 
 impl Default for FilterCache {
     fn default() -> Self {
-        Self::with_capacity(MAX_BYTES)
-    }
-}
-
-impl FilterCache {
-    pub fn with_capacity(bytes: u64) -> Self {
         let bitsets = moka::sync::Cache::builder()
-            .max_capacity(bytes)
+            .max_capacity(MAX_BYTES)
             .weigher(|_: &Key, bits: &Arc<ReadOnlyBitSet>| u32::try_from(bits.num_bytes().get_bytes()).unwrap_or(u32::MAX))
             .support_invalidation_closures()
             .build();
         Self { bitsets }
     }
+}
 
-    /// Bitsets held now (tests).
-    pub fn entries(&self) -> u64 {
+impl FilterCache {
+    #[cfg(test)]
+    fn entries(&self) -> u64 {
         self.bitsets.run_pending_tasks();
         self.bitsets.entry_count()
     }
