@@ -28,11 +28,14 @@ fn main() {
 
 const QUERIES: usize = 256;
 
+/// A query's words (analysed), request and category filter.
+type Query = (Vec<String>, SearchRequest, Option<String>);
+
 struct Fixture {
     index: SearchIndex,
     /// (category id per branch, leaf ids per branch)
     branches: Vec<(Uuid, Vec<Uuid>)>,
-    queries: Vec<(Vec<String>, SearchRequest, Option<String>)>,
+    queries: Vec<Query>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -124,7 +127,7 @@ fn fixture() -> &'static Fixture {
 
 fn run(f: &Fixture, i: usize) -> usize {
     let (terms, request, category) = &f.queries[i % QUERIES];
-    let eur = Currency::parse("EUR").expect("currency");
+    let eur = eur();
     let q = query::search_query(f.index.fields(), terms, request, category.as_deref(), eur, f.index.filter_cache());
     let counter = f.index.facet_counter(eur, [0, 10, 25, 50, 100, 250, 500, 1000].map(|f| f * 100).to_vec());
     let hits = f.index.search(q.as_ref(), request.sort, eur, request.offset, request.limit, counter).expect("search");
@@ -143,43 +146,39 @@ fn word_two_filters_and_facets(bencher: divan::Bencher) {
     });
 }
 
-/// The parts of it, for where the time goes: the word alone, every match counted.
-#[divan::bench(sample_count = 512)]
-fn part_word_only_count(bencher: divan::Bencher) {
+/// Counts every match of the query `part` builds for each fixed query in turn.
+fn count_matches(bencher: divan::Bencher, part: impl Fn(&Fixture, &Query) -> Box<dyn tantivy::query::Query>) {
     let f = fixture();
     let mut i = 0;
     bencher.bench_local(|| {
         i += 1;
-        let (terms, _, _) = &f.queries[i % QUERIES];
-        let q = query::text_query(f.index.fields(), terms, false, None);
+        let q = part(f, &f.queries[i % QUERIES]);
         f.index.searcher().search(q.as_ref(), &Count).expect("search")
     });
+}
+
+/// The parts of it, for where the time goes: the word alone, every match counted.
+#[divan::bench(sample_count = 512)]
+fn part_word_only_count(bencher: divan::Bencher) {
+    count_matches(bencher, |f, (terms, _, _)| query::text_query(f.index.fields(), terms, false, None));
 }
 
 /// The two filters alone (from the bitset cache), every match counted.
 #[divan::bench(sample_count = 512)]
 fn part_filters_only_count(bencher: divan::Bencher) {
-    let f = fixture();
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i += 1;
-        let (_, request, category) = &f.queries[i % QUERIES];
-        let eur = Currency::parse("EUR").expect("currency");
-        let q = query::search_query(f.index.fields(), &[], request, category.as_deref(), eur, f.index.filter_cache());
-        f.index.searcher().search(q.as_ref(), &Count).expect("search")
+    count_matches(bencher, |f, (_, request, category)| {
+        query::search_query(f.index.fields(), &[], request, category.as_deref(), eur(), f.index.filter_cache())
     });
 }
 
 /// Word and filters, every match counted: no scoring, facets or stored fields.
 #[divan::bench(sample_count = 512)]
 fn part_word_and_filters_count(bencher: divan::Bencher) {
-    let f = fixture();
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i += 1;
-        let (terms, request, category) = &f.queries[i % QUERIES];
-        let eur = Currency::parse("EUR").expect("currency");
-        let q = query::search_query(f.index.fields(), terms, request, category.as_deref(), eur, f.index.filter_cache());
-        f.index.searcher().search(q.as_ref(), &Count).expect("search")
+    count_matches(bencher, |f, (terms, request, category)| {
+        query::search_query(f.index.fields(), terms, request, category.as_deref(), eur(), f.index.filter_cache())
     });
+}
+
+fn eur() -> Currency {
+    Currency::parse("EUR").expect("currency")
 }
