@@ -3,13 +3,16 @@
 //! 1. The `Idempotency-Key` is claimed before anything else, so a retry replays the
 //!    first answer and a concurrent duplicate is refused.
 //! 2. The cart is repriced from the catalog and quoted for the address.
-//! 3. One short transaction closes the cart, writes the order, reserves every line
-//!    with a conditional update and links the key to the order.
+//! 3. One short transaction (shared by concurrent checkouts, `order_batches`)
+//!    closes the cart, writes the order and its started payment, reserves every
+//!    line with a conditional update and links the key to the order.
 //! 4. The payment is started with the provider outside any transaction; its result
 //!    moves the order on (paid: stock committed; declined: stock released). When the
 //!    provider cannot be reached, the order fails at once (`fail`) or keeps its
 //!    stock while a `payment.retry` job asks again (`queue`).
-//! 5. The answer is stored under the key for 24 hours.
+//! 5. The answer is stored under the key for 24 hours: a paid order's in the
+//!    transaction that records the payment, built from the order as placed (the
+//!    order is not read back).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -35,7 +38,7 @@ use crate::domain::validation::{FieldError, FieldErrors};
 use crate::error::{ApiError, ApiResult};
 use crate::payments::{PaymentProvider, PaymentRequest, PaymentStart, ProviderError};
 use crate::store::audit::Actor;
-use crate::store::idempotency::Claim;
+use crate::store::idempotency::{Claim, KeyAnswer};
 use crate::store::orders::{InboxEntry, NewOrder, NewOrderLine, Order, OrderError, Placed};
 use crate::store::{Store, format_time};
 
@@ -153,14 +156,17 @@ pub async fn checkout(
         Claim::Fresh => None,
         Claim::Resume { order_id } => order_id,
     };
+    let keyed = (scope.as_str(), key.as_str());
     let result = match resumed {
-        Some(order_id) => pay(ctx, order_id, body).await,
-        None => place_and_pay(ctx, &cart, shopper, &scope, &key, body).await,
+        Some(order_id) => resume(ctx, order_id, keyed, body).await,
+        None => place_and_pay(ctx, &cart, shopper, keyed, body).await,
     };
     match result {
-        Ok((status, answer)) => {
-            ctx.store.finish_idempotency_key(&scope, &key, status.as_u16(), &answer).await?;
-            Ok((status, answer))
+        Ok(Answered { status, body, stored }) => {
+            if !stored {
+                ctx.store.finish_idempotency_key(&scope, &key, status.as_u16(), &body).await?;
+            }
+            Ok((status, body))
         }
         Err(e @ (ApiError::Internal(_) | ApiError::Unavailable)) => {
             // A failure, not an answer: let a retry with the same key run again
@@ -238,14 +244,20 @@ pub fn order_token_hash(secret: &[u8], order_id: Uuid) -> String {
     hash_refresh_token(&order_token(secret, order_id))
 }
 
+/// A checkout's answer, and whether it is stored under its key already.
+struct Answered {
+    status: StatusCode,
+    body: String,
+    stored: bool,
+}
+
 async fn place_and_pay(
     ctx: &CheckoutContext<'_>,
     cart: &crate::store::carts::CartRecord,
     shopper: &Shopper,
-    scope: &str,
-    key: &str,
+    (scope, key): (&str, &str),
     body: &[u8],
-) -> ApiResult<(StatusCode, String)> {
+) -> ApiResult<Answered> {
     let input: CheckoutInput = crate::http::extract::parse_json(body)?;
     let mut errors = FieldErrors::new();
     let email = errors.check("email", Email::parse(&input.email));
@@ -288,7 +300,8 @@ async fn place_and_pay(
         let order = priced_order(ctx, cart, &destination, &input, (&email, &shipping_address, &billing_address), &who).await?;
         let order = Arc::new(order);
         match ctx.batches.place(order.clone(), (scope, key), &shopper_actor(shopper)).await? {
-            Placed::Order => return pay(ctx, order.id, body).await,
+            // The order as placed, its payment started: no need to read it back.
+            Placed::Order => return charge(ctx, order.placed(), &input.payment, (scope, key)).await,
             Placed::PromotionUnavailable(refusal) if input.drop_unavailable_promotions => {
                 who.excluded.insert(refusal.promotion_id);
             }
@@ -385,6 +398,7 @@ async fn priced_order(
         .iter()
         .zip(&priced.totals.lines)
         .map(|((l, _, _), t)| NewOrderLine {
+            id: Uuid::now_v7(),
             variant_id: l.variant_id,
             sku: l.sku.clone(),
             title: l.title.clone(),
@@ -419,6 +433,8 @@ async fn priced_order(
         access_token_hash: order_token_hash(ctx.secret, order_id),
         reserved_until,
         lines,
+        payment_provider: input.payment.provider.clone(),
+        created_at: crate::store::now(),
         discounts: priced.promotions.discounts(),
         customer_key: who.customer_key.clone().unwrap_or_default(),
     };
@@ -497,21 +513,15 @@ fn shopper_actor(shopper: &Shopper) -> Actor {
     Actor { kind: if shopper.customer_id.is_some() { "customer" } else { "guest" }, id: shopper.customer_id, request_id: None }
 }
 
-/// Starts (or, when resuming, restarts with the same provider key) the payment
-/// of a placed order and moves the order on according to the result.
-async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResult<(StatusCode, String)> {
+/// Goes on with a checkout whose order an earlier attempt with this key placed:
+/// answers as that attempt would have if it got further, else (re)starts the
+/// payment with the same provider key.
+async fn resume(ctx: &CheckoutContext<'_>, order_id: Uuid, keyed: (&str, &str), body: &[u8]) -> ApiResult<Answered> {
     let input: CheckoutInput = crate::http::extract::parse_json(body)?;
-    let mut order = ctx.store.order(order_id).await?.ok_or(ApiError::NotFound("order"))?;
-    let provider = ctx
-        .providers
-        .iter()
-        .find(|p| p.name() == input.payment.provider)
-        .ok_or_else(|| ApiError::invalid_field("payment.provider", "unknown_provider", "unknown payment provider"))?;
-    let system = Actor { kind: "provider", id: None, request_id: None };
+    let order = ctx.store.order(order_id).await?.ok_or(ApiError::NotFound("order"))?;
+    let provider = provider(ctx, &input.payment)?;
     match order.status {
         OrderStatus::PendingPayment => {}
-        // Settled meanwhile (a resumed request whose first attempt got further):
-        // answer as that attempt would have.
         OrderStatus::PaymentFailed => return Err(ApiError::PaymentDeclined(order.number)),
         OrderStatus::Expired | OrderStatus::Cancelled => {
             return Err(ApiError::conflict(
@@ -523,13 +533,37 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
         // Paid, and perhaps moved on since.
         _ => return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED),
     }
+    // Placed before payments were recorded with the order: nothing if it was.
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
+    charge(ctx, order, &input.payment, keyed).await
+}
+
+fn provider<'a>(ctx: &'a CheckoutContext<'_>, payment: &PaymentInput) -> ApiResult<&'a Arc<dyn PaymentProvider>> {
+    ctx.providers
+        .iter()
+        .find(|p| p.name() == payment.provider)
+        .ok_or_else(|| ApiError::invalid_field("payment.provider", "unknown_provider", "unknown payment provider"))
+}
+
+/// Asks the provider to pay an order waiting for payment (its payment row
+/// started) and moves the order on according to the answer. A payment that
+/// succeeds stores the checkout's answer under its key in the same transaction.
+async fn charge(
+    ctx: &CheckoutContext<'_>,
+    mut order: Order,
+    payment: &PaymentInput,
+    (scope, key): (&str, &str),
+) -> ApiResult<Answered> {
+    let provider = provider(ctx, payment)?;
+    let system = Actor { kind: "provider", id: None, request_id: None };
     if order.grand_total == 0 {
         // Discounted to nothing: there is nothing to charge, and providers refuse
         // zero amounts, so the provider is not asked.
-        order.status = ctx
+        let paid = ready_answer(ctx, &order, provider.name(), ("succeeded", None))?;
+        let keyed = paid.keyed(scope, key);
+        let settled = ctx
             .store
-            .settle_payment(order.id, ("succeeded", None), OrderEvent::PaymentSucceeded, &system, "nothing to pay")
+            .settle_payment(order.id, ("succeeded", None), OrderEvent::PaymentSucceeded, &system, "nothing to pay", Some(&keyed))
             .await
             .map_err(|e| match e {
                 // Expired or cancelled meanwhile: no money moved, nothing to give back.
@@ -538,13 +572,17 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
                 }
                 e => order_error(e),
             })?;
+        if settled == keyed.when {
+            return Ok(Answered { status: StatusCode::CREATED, body: paid.body, stored: true });
+        }
+        order.status = settled;
         return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED);
     }
     let request = PaymentRequest {
         order_id: order.id,
         amount: order.grand_total,
         currency: order.currency.clone(),
-        token: input.payment.token,
+        token: payment.token.clone(),
     };
     // The provider is guarded (timeout, retries, circuit breaker): an answer here is final for this request.
     let started = match provider.start(&request).await {
@@ -584,11 +622,44 @@ async fn pay(ctx: &CheckoutContext<'_>, order_id: Uuid, body: &[u8]) -> ApiResul
             };
         }
     };
-    let (status, reference) = settle(ctx.store, &mut order, provider.name(), started).await?;
+    let outcome = Outcome::of(started);
+    // The answer a success gives, ready before the transaction that records it.
+    let paid = match outcome.event {
+        Some(OrderEvent::PaymentSucceeded) => {
+            Some(ready_answer(ctx, &order, provider.name(), (outcome.status, outcome.reference.clone()))?)
+        }
+        _ => None,
+    };
+    let keyed = paid.as_ref().map(|p| p.keyed(scope, key));
+    let (status, reference, stored) = settle(ctx.store, &mut order, provider.name(), outcome, keyed.as_ref()).await?;
     if status == "declined" {
         return Err(ApiError::PaymentDeclined(order.number));
     }
-    answer(ctx, &order, provider.name(), (status, reference), StatusCode::CREATED)
+    match paid {
+        Some(paid) if stored => Ok(Answered { status: StatusCode::CREATED, body: paid.body, stored }),
+        _ => answer(ctx, &order, provider.name(), (status, reference), StatusCode::CREATED),
+    }
+}
+
+/// The answer to a checkout whose order gets paid, written before the payment is settled.
+struct PaidAnswer {
+    body: String,
+}
+
+impl PaidAnswer {
+    fn keyed<'a>(&'a self, scope: &'a str, key: &'a str) -> KeyAnswer<'a> {
+        KeyAnswer { scope, key, when: OrderStatus::Paid, status: StatusCode::CREATED.as_u16(), body: &self.body }
+    }
+}
+
+fn ready_answer(
+    ctx: &CheckoutContext<'_>,
+    order: &Order,
+    provider: &str,
+    payment: (&'static str, Option<String>),
+) -> ApiResult<PaidAnswer> {
+    let paid = Order { status: OrderStatus::Paid, ..order.clone() };
+    Ok(PaidAnswer { body: answer(ctx, &paid, provider, payment, StatusCode::CREATED)?.body })
 }
 
 /// An unknown payment token refuses the payment like a decline does.
@@ -596,41 +667,61 @@ fn invalid_token() -> PaymentStart {
     PaymentStart::Declined { reference: String::new(), reason: "invalid payment token".into() }
 }
 
+/// What a provider's answer means for the order: the event to apply (none
+/// while it is pending), the payment's status and reference, and why.
+struct Outcome {
+    event: Option<OrderEvent>,
+    status: &'static str,
+    /// None when the provider refused before creating anything.
+    reference: Option<String>,
+    reason: String,
+}
+
+impl Outcome {
+    fn of(started: PaymentStart) -> Self {
+        let (event, status, reference, reason) = match started {
+            PaymentStart::Succeeded { reference } => {
+                (Some(OrderEvent::PaymentSucceeded), "succeeded", reference, "payment succeeded".to_owned())
+            }
+            PaymentStart::Pending { reference } => (None, "pending", reference, String::new()),
+            PaymentStart::Declined { reference, reason } => (Some(OrderEvent::PaymentFailed), "declined", reference, reason),
+            // Held on the card: the order is paid for (its stock is sold); the money is
+            // taken when it ships.
+            PaymentStart::Authorized { reference } => {
+                (Some(OrderEvent::PaymentSucceeded), "authorized", reference, "payment authorized".to_owned())
+            }
+        };
+        Self { event, status, reference: Some(reference).filter(|r| !r.is_empty()), reason }
+    }
+}
+
 /// Records a provider's definite answer and moves the order on: paid (stock
 /// committed), payment_failed (stock released) or still pending (a webhook
-/// settles it). Returns the payment's status and reference.
+/// settles it), with `answer` stored under its key when the order gets to its
+/// status. Returns the payment's status and reference, and whether `answer` was stored.
 async fn settle(
     store: &Store,
     order: &mut Order,
     provider: &str,
-    started: PaymentStart,
-) -> ApiResult<(&'static str, Option<String>)> {
+    outcome: Outcome,
+    answer: Option<&KeyAnswer<'_>>,
+) -> ApiResult<(&'static str, Option<String>, bool)> {
     let system = Actor { kind: "provider", id: None, request_id: None };
-    let (event, status, reference, reason) = match started {
-        PaymentStart::Succeeded { reference } => {
-            (Some(OrderEvent::PaymentSucceeded), "succeeded", reference, "payment succeeded".to_owned())
-        }
-        PaymentStart::Pending { reference } => (None, "pending", reference, String::new()),
-        PaymentStart::Declined { reference, reason } => (Some(OrderEvent::PaymentFailed), "declined", reference, reason),
-        // Held on the card: the order is paid for (its stock is sold); the money is
-        // taken when it ships.
-        PaymentStart::Authorized { reference } => {
-            (Some(OrderEvent::PaymentSucceeded), "authorized", reference, "payment authorized".to_owned())
-        }
-    };
-    // A refusal before the provider created anything has no reference.
-    let reference = Some(reference).filter(|r| !r.is_empty());
+    let Outcome { event, status, reference, reason } = outcome;
     let Some(event) = event else {
         store.set_payment_status(order.id, status, reference.as_deref()).await?;
-        return Ok((status, reference));
+        return Ok((status, reference, false));
     };
-    let settled = store.settle_payment(order.id, (status, reference.as_deref()), event, &system, &reason).await;
+    let settled = store.settle_payment(order.id, (status, reference.as_deref()), event, &system, &reason, answer).await;
     if matches!(settled, Err(OrderError::Transition(_))) {
         // The order moved on: the provider's answer is still recorded.
         store.set_payment_status(order.id, status, reference.as_deref()).await?;
     }
     match settled {
-        Ok(new_status) => order.status = new_status,
+        Ok(new_status) => {
+            order.status = new_status;
+            return Ok((status, reference, answer.is_some_and(|a| a.when == new_status)));
+        }
         // The provider's webhook got there first and did the same.
         Err(OrderError::Transition(t)) if transition(OrderStatus::PendingPayment, event).ok() == Some(t.from) => {
             order.status = t.from;
@@ -650,14 +741,14 @@ async fn settle(
             if store.record_late_payment_event(order.id, true, inbox).await? == Some(false) {
                 // Paid before (by its webhook) and moved on since: the shopper has bought it.
                 order.status = t.from;
-                return Ok((status, reference));
+                return Ok((status, reference, false));
             }
             tracing::warn!(order.id = %order.id, error = %t, "payment succeeded for an order that moved on; refund required");
             return Err(order_error(OrderError::Transition(t)));
         }
         Err(e) => return Err(order_error(e)),
     }
-    Ok((status, reference))
+    Ok((status, reference, false))
 }
 
 /// The job kind that asks a provider again about a payment whose outcome was unknown.
@@ -713,8 +804,8 @@ pub async fn retry_payment(
         Err(ProviderError::InvalidToken) => invalid_token(),
         Err(ProviderError::Unavailable(why)) => return Err(RetryError::Unavailable(why)),
     };
-    match settle(store, &mut order, provider.name(), started).await {
-        Ok((status, _)) => {
+    match settle(store, &mut order, provider.name(), Outcome::of(started), None).await {
+        Ok((status, _, _)) => {
             tracing::info!(order.id = %order.id, payment = status, "queued payment answered");
             Ok(())
         }
@@ -730,13 +821,13 @@ fn answer(
     provider: &str,
     (status, reference): (&'static str, Option<String>),
     code: StatusCode,
-) -> ApiResult<(StatusCode, String)> {
+) -> ApiResult<Answered> {
     let body = CheckoutAnswer {
         order: order.clone(),
         order_token: order_token(ctx.secret, order.id),
         payment: PaymentView { provider: provider.to_owned(), status, reference },
     };
-    Ok((code, serde_json::to_string(&body).map_err(anyhow::Error::from)?))
+    Ok(Answered { status: code, body: serde_json::to_string(&body).map_err(anyhow::Error::from)?, stored: false })
 }
 
 pub fn order_error(e: crate::store::orders::OrderError) -> ApiError {

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::rows::{opt_id, opt_int, opt_text, text};
 use super::{Store, StoreResult, format_time, now};
+use crate::domain::order_status::OrderStatus;
 
 /// How long a running request holds its key before another may take it over
 /// (a crashed instance must not block the key for its whole lifetime).
@@ -25,6 +26,37 @@ pub enum Claim {
     InFlight,
     /// A request with this key died after placing `order_id`: continue from there.
     Resume { order_id: Option<Uuid> },
+}
+
+/// A checkout's answer, stored under its key by the transaction that settles the
+/// order's payment (one commit fewer per order) if the order reaches `when`;
+/// otherwise the checkout answers differently and stores that itself.
+pub struct KeyAnswer<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub when: OrderStatus,
+    pub status: u16,
+    pub body: &'a str,
+}
+
+/// Stores the final answer for replay.
+pub(super) async fn store_answer(
+    conn: &mut sqlx::AnyConnection,
+    scope: &str,
+    key: &str,
+    status: u16,
+    body: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_body = $2 WHERE scope = $3 AND idem_key = $4",
+    )
+    .bind(i64::from(status))
+    .bind(body)
+    .bind(scope)
+    .bind(key)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn later(secs: i64) -> String {
@@ -94,16 +126,8 @@ impl Store {
 
     /// Stores the final answer for replay.
     pub async fn finish_idempotency_key(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_body = $2 WHERE scope = $3 AND idem_key = $4",
-        )
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(scope)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        store_answer(&mut conn, scope, key, status, body).await
     }
 
     /// Gives up a key after a server-side failure, so the client's retry with the

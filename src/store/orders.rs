@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::Actor;
+use super::idempotency::KeyAnswer;
 use super::inventory::{self, Shortage};
 use super::rows::{id, int, json, opt_id, opt_text, text};
 use super::{SqlBuilder, Store, StoreError, StoreResult, Tx, new_id, now};
@@ -74,6 +75,7 @@ pub struct OrderDiscount {
 }
 
 pub struct NewOrderLine {
+    pub id: Uuid,
     pub variant_id: Uuid,
     pub sku: String,
     pub title: String,
@@ -110,6 +112,68 @@ pub struct NewOrder {
     pub customer_key: String,
     pub reserved_until: String,
     pub lines: Vec<NewOrderLine>,
+    /// The provider asked for the payment: its `started` payment row is written with the order.
+    pub payment_provider: String,
+    pub created_at: String,
+}
+
+impl NewOrder {
+    /// The order as placing it stores it (waiting for payment, nothing refunded),
+    /// so that checkout need not read it back.
+    pub fn placed(&self) -> Order {
+        let mut lines: Vec<OrderLine> = self
+            .lines
+            .iter()
+            .map(|l| OrderLine {
+                id: l.id,
+                variant_id: l.variant_id,
+                sku: l.sku.clone(),
+                title: l.title.clone(),
+                options: l.options.clone(),
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+                line_total: l.line_total,
+                discount: l.discount,
+                tax: l.tax,
+                shipped_quantity: 0,
+                returned_quantity: 0,
+            })
+            .collect();
+        sort_lines(&mut lines);
+        Order {
+            id: self.id,
+            number: self.number.clone(),
+            status: OrderStatus::PendingPayment,
+            customer_id: self.customer_id,
+            email: self.email.clone(),
+            currency: self.currency.clone(),
+            tax_mode: self.tax_mode.to_owned(),
+            subtotal: self.subtotal,
+            shipping_total: self.shipping_total,
+            discount_total: self.discount_total,
+            discounts: self
+                .discounts
+                .iter()
+                .map(|d| OrderDiscount {
+                    promotion_id: d.promotion_id,
+                    code: d.code.clone(),
+                    name: d.name.clone(),
+                    target: d.target.to_owned(),
+                    amount: d.amount,
+                })
+                .collect(),
+            tax_total: self.tax_total,
+            grand_total: self.grand_total,
+            refunded_total: 0,
+            refund_status: refund_status(self.grand_total, 0),
+            shipping_option_id: self.shipping_option_id,
+            shipping_address: self.shipping_address.clone(),
+            billing_address: self.billing_address.clone(),
+            reserved_until: self.reserved_until.clone(),
+            lines,
+            created_at: self.created_at.clone(),
+        }
+    }
 }
 
 /// A provider event as received, for the inbox.
@@ -318,10 +382,10 @@ impl Store {
         let mut q = SqlBuilder::new(SELECT_ORDER);
         q.push(" WHERE id = ").bind(order_id.to_string());
         let Some(r) = q.build().fetch_optional(&self.pool).await? else { return Ok(None) };
-        let lines = sqlx::query(
+        let mut lines = sqlx::query(
             "SELECT id, variant_id, sku, title, options, quantity, unit_price, line_total, discount, tax, shipped_quantity,
                 returned_quantity
-             FROM order_lines WHERE order_id = $1 ORDER BY sku",
+             FROM order_lines WHERE order_id = $1",
         )
         .bind(order_id.to_string())
         .fetch_all(&self.pool)
@@ -344,6 +408,7 @@ impl Store {
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
+        sort_lines(&mut lines);
         let discounts = sqlx::query(
             "SELECT promotion_id, code, name, target, amount FROM order_discounts WHERE order_id = $1 ORDER BY created_at, id",
         )
@@ -446,8 +511,9 @@ impl Store {
     }
 
     /// Records a provider's answer on the payment and moves the order on by
-    /// `event`, in one transaction. A refused transition changes nothing (the
-    /// caller decides what the answer means for an order that moved on).
+    /// `event`, in one transaction, with the checkout's `answer` when the order
+    /// reaches the status it was written for. A refused transition changes
+    /// nothing (the caller decides what the answer means for an order that moved on).
     pub async fn settle_payment(
         &self,
         order_id: Uuid,
@@ -455,11 +521,15 @@ impl Store {
         event: OrderEvent,
         actor: &Actor,
         reason: &str,
+        answer: Option<&KeyAnswer<'_>>,
     ) -> Result<OrderStatus, OrderError> {
         let mut tx = self.begin().await?;
         let order = lock_order(&mut tx, self.dialect, order_id).await?;
         super::payments::record_payment_status(&mut tx, order_id, status, reference).await?;
         let to = apply_transition(&mut tx, &order, event, actor, reason).await?;
+        if let Some(a) = answer.filter(|a| a.when == to) {
+            super::idempotency::store_answer(&mut tx, a.scope, a.key, a.status, a.body).await?;
+        }
         tx.commit().await?;
         Ok(to)
     }
@@ -631,6 +701,11 @@ pub struct OrderHistoryEntry {
 fn order_status(r: &sqlx::any::AnyRow) -> StoreResult<OrderStatus> {
     let status = text(r, "status")?;
     OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))
+}
+
+/// An order's lines by SKU, byte for byte (the same whatever the database's collation).
+fn sort_lines(lines: &mut [OrderLine]) {
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
 }
 
 fn order_row(r: &sqlx::any::AnyRow, lines: Vec<OrderLine>) -> StoreResult<Order> {

@@ -236,8 +236,8 @@ pub(super) async fn lock_stock(tx: &mut Tx, variants: &BTreeSet<Uuid>) -> StoreR
     Ok(stock)
 }
 
-/// The winners' orders, lines, reservations, ledger movements, first history
-/// rows, `order.placed` events and idempotency links.
+/// The winners' orders, lines, started payments, reservations, ledger
+/// movements, first history rows, `order.placed` events and idempotency links.
 async fn write_orders(
     tx: &mut Tx,
     batch: &[Placement<'_>],
@@ -272,8 +272,8 @@ async fn write_orders(
                 to_json(&o.billing_address).into(),
                 o.access_token_hash.as_str().into(),
                 o.reserved_until.as_str().into(),
-                ts.as_str().into(),
-                ts.as_str().into(),
+                o.created_at.as_str().into(),
+                o.created_at.as_str().into(),
             ]
         }));
         q.build().execute(&mut **tx).await.map_err(StoreError::from_db)?;
@@ -284,7 +284,7 @@ async fn write_orders(
             let o = batch[*i].order;
             o.lines.iter().map(move |l| {
                 vec![
-                    new_id().to_string().into(),
+                    l.id.to_string().into(),
                     o.id.to_string().into(),
                     l.variant_id.to_string().into(),
                     l.sku.as_str().into(),
@@ -304,6 +304,29 @@ async fn write_orders(
         "INSERT INTO order_lines (id, order_id, variant_id, sku, title, options, quantity, unit_price, line_total, discount, tax)
          VALUES ",
         lines,
+    )
+    .await?;
+    // The payment is being started: recorded with the order, so checkout goes
+    // from placing straight to the provider.
+    let payments: Vec<Vec<Arg>> = winners
+        .iter()
+        .map(|(i, _)| {
+            let o = batch[*i].order;
+            vec![
+                new_id().to_string().into(),
+                o.id.to_string().into(),
+                o.payment_provider.as_str().into(),
+                o.grand_total.into(),
+                o.currency.as_str().into(),
+                ts.as_str().into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO payments (id, order_id, provider, status, amount, currency, created_at, updated_at)
+         SELECT column1, column2, column3, 'started', CAST(column4 AS BIGINT), column5, column6, column6 FROM (VALUES ",
+        payments,
     )
     .await?;
     let mut reservations = Vec::new();

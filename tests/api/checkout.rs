@@ -649,7 +649,50 @@ async fn a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key(app:
     app.assert_ledger_reconciles(&staff).await;
 }
 
+async fn the_checkout_answer_is_the_order_as_stored(app: TestApp) {
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Zinc Mug", &[("ZM-1", 1200, 5)]).await;
+    stocked_product(&app, &staff, "Apron", &[("AP-1", 2500, 5)]).await;
+    for promotion in [
+        json!({"name": "Free shipping", "automatic": true, "action": {"type": "free_shipping"}}),
+        json!({"name": "Ten off", "automatic": true, "priority": 5, "action": {"type": "order_percent", "percent_bp": 1000}}),
+    ] {
+        app.admin_post("/v1/admin/promotions", &staff, promotion).await.expect(201);
+    }
+    let guest = app.guest_cart().await;
+    // Added in the opposite order of their SKUs: an order lists its lines by SKU.
+    app.add_to_cart(&guest, "ZM-1", 2).await;
+    app.add_to_cart(&guest, "AP-1", 1).await;
+    let placed = app.checkout(&guest, "key-1", "tok_ok").await.expect(201);
+    let order = &placed["order"];
+    assert_eq!(order["discounts"].as_array().map(Vec::len), Some(2), "{order}");
+    assert_eq!(order["lines"][0]["sku"], "AP-1");
+
+    // The answer is built from what was placed, not read back: it must be exactly
+    // what the order reads as afterwards.
+    let res = app
+        .client
+        .get(app.url(&format!("/v1/orders/{}", order["id"].as_str().unwrap())))
+        .header("x-order-token", placed["order_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let stored = answer(res).await.expect(200);
+    assert_eq!(&stored, order);
+    // The payment was recorded with the order, and settled.
+    let row = sqlx::query("SELECT status, amount, provider FROM payments WHERE order_id = $1")
+        .bind(order["id"].as_str().unwrap())
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let payment: (String, i64, String) =
+        (sqlx::Row::get(&row, "status"), sqlx::Row::get(&row, "amount"), sqlx::Row::get(&row, "provider"));
+    assert_eq!(payment, ("succeeded".to_owned(), order["grand_total"].as_i64().unwrap(), "test".to_owned()));
+}
+
 on_both_databases!(
+    the_checkout_answer_is_the_order_as_stored,
     staff_list_orders_by_status_email_time_and_total,
     a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key,
     a_guest_checks_out_and_stock_moves_from_reserved_to_sold,

@@ -145,7 +145,10 @@ fn order_for(cart: Uuid, seen: &str, variant: Uuid, quantity: i64) -> mercato::s
         reserved_until: "2999-01-01T00:00:00.000000Z".into(),
         discounts: Vec::new(),
         customer_key: "email:a@example.com".into(),
+        payment_provider: "test".into(),
+        created_at: mercato::store::now(),
         lines: vec![mercato::store::orders::NewOrderLine {
+            id: Uuid::now_v7(),
             variant_id: variant,
             sku: "TWIN-1".into(),
             title: "t".into(),
