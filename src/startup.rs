@@ -143,6 +143,7 @@ impl Application {
         let _ = base_url.set(public_url);
         if settings.housekeeping {
             housekeeping::spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs));
+            housekeeping::spawn_sales_folder(store.clone(), housekeeping::FOLD_SALES_EVERY);
             housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule());
         }
         if settings.workers > 0 {

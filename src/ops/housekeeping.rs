@@ -42,6 +42,27 @@ pub fn spawn_expiry_sweeper(store: Store, every: Duration) {
     });
 }
 
+/// Every `every`: takes the units sold since the last round off on-hand stock,
+/// all of a variant's sales in one update (`Store::settle_all_sales`). Not
+/// queued, like the expiry sweep: it must not wait behind a sale day's queue,
+/// and several processes folding at once is safe (a sale is folded by whichever
+/// takes it first).
+pub fn spawn_sales_folder(store: Store, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.settle_all_sales().await {
+                tracing::warn!(error = %e, "folding sales into on-hand stock failed");
+            }
+        }
+    })
+}
+
+/// How often sold units are taken off on-hand stock.
+pub const FOLD_SALES_EVERY: Duration = Duration::from_secs(1);
+
 /// The key of the slot `now` falls in: the same for every instance.
 pub fn slot_key(kind: &str, period: Duration, unix_now: i64) -> String {
     let period = period.as_secs().max(1) as i64;

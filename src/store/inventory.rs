@@ -392,32 +392,27 @@ impl Store {
     }
 }
 
-/// The job that takes sold goods off on-hand stock (see [`settle_reservations`]).
+/// The job that took sold goods off on-hand stock, one per paid order, before
+/// the sales folder; still run for jobs queued then.
 pub const SETTLE_SALES_JOB: &str = "stock.settle_sales";
 
 /// Settles an order's held reservations. Released ones go back to available
 /// stock at once. Sold ones (`commit`) become `sold`: available stock is already
 /// right (`on_hand - reserved` does not change when a sale takes a unit off both),
-/// so taking them off on-hand waits for a `stock.settle_sales` job, which folds
+/// so taking them off on-hand waits for the sales folder
+/// (`housekeeping::spawn_sales_folder`: every process, every second), which folds
 /// all sales of a variant into one update. Under a flash sale that keeps the
-/// paying buyers off the hot stock row; the ledger records the sale when it is
-/// folded, so levels and ledger agree at every moment.
+/// paying buyers off the hot stock row: a job per paid order meant dozens of
+/// folds queueing for that row at once, between the checkout batches that need
+/// it. The ledger records the sale when it is folded, so levels and ledger agree
+/// at every moment.
 pub async fn settle_reservations(tx: &mut Tx, order_id: Uuid, commit: bool, reason: &str, actor: &Actor) -> StoreResult<()> {
     let order = order_id.to_string();
     if commit {
-        let sold =
-            sqlx::query("UPDATE reservations SET status = 'sold' WHERE order_id = $1 AND status = 'held' RETURNING variant_id")
-                .bind(order.as_str())
-                .fetch_all(&mut **tx)
-                .await?;
-        let mut variants = Vec::with_capacity(sold.len());
-        for r in &sold {
-            variants.push(text(r, "variant_id")?);
-        }
-        if !variants.is_empty() {
-            variants.sort();
-            super::jobs::enqueue(tx, SETTLE_SALES_JOB, serde_json::json!({ "variant_ids": variants })).await?;
-        }
+        sqlx::query("UPDATE reservations SET status = 'sold' WHERE order_id = $1 AND status = 'held'")
+            .bind(order.as_str())
+            .execute(&mut **tx)
+            .await?;
         return Ok(());
     }
     let held = sqlx::query(
@@ -539,7 +534,7 @@ impl Store {
         Ok(folded)
     }
 
-    /// Folds every sale not yet taken off on-hand stock (tests, reports).
+    /// Folds every sale not yet taken off on-hand stock (the sales folder, tests).
     pub async fn settle_all_sales(&self) -> StoreResult<usize> {
         let rows =
             sqlx::query("SELECT DISTINCT variant_id FROM reservations WHERE status = 'sold'").fetch_all(&self.pool).await?;
