@@ -475,21 +475,8 @@ pub async fn fold_sales(tx: &mut Tx, which: Sales<'_>) -> StoreResult<usize> {
         *per_row.entry((id(r, "variant_id")?, id(r, "location_id")?)).or_insert(0) += quantity;
         movements.push((order, variant, location, quantity));
     }
-    // Stock rows in the order every stock writer takes them (see `placement::lock_stock`).
-    let variants: std::collections::BTreeSet<Uuid> = per_row.keys().map(|(v, _)| *v).collect();
-    for (variant, at) in super::placement::lock_stock(tx, &variants).await? {
-        for location in at.iter().map(|a| a.location) {
-            let Some(quantity) = per_row.get(&(variant, location)) else { continue };
-            sqlx::query(
-                "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3",
-            )
-            .bind(*quantity)
-            .bind(variant.to_string())
-            .bind(location.to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
+    // The ledger first: the stock rows are locked last, for as short as can be
+    // (a flash sale's checkout batches wait for them).
     let system = Actor { kind: "system", id: None, request_id: None };
     for chunk in movements.chunks(500) {
         let mut q = SqlBuilder::new(
@@ -515,12 +502,27 @@ pub async fn fold_sales(tx: &mut Tx, which: Sales<'_>) -> StoreResult<usize> {
         }));
         q.build().execute(&mut **tx).await?;
     }
+    // Stock rows in the order every stock writer takes them (see `placement::lock_stock`).
+    let variants: std::collections::BTreeSet<Uuid> = per_row.keys().map(|(v, _)| *v).collect();
+    for (variant, at) in super::placement::lock_stock(tx, &variants).await? {
+        for location in at.iter().map(|a| a.location) {
+            let Some(quantity) = per_row.get(&(variant, location)) else { continue };
+            sqlx::query(
+                "UPDATE stock_levels SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE variant_id = $2 AND location_id = $3",
+            )
+            .bind(*quantity)
+            .bind(variant.to_string())
+            .bind(location.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
     Ok(rows.len())
 }
 
 impl Store {
     /// Folds the sold reservations of `variant_ids` into their stock rows (the
-    /// `stock.settle_sales` job). Several jobs for one variant are harmless: the
+    /// sales folder). Several folds of one variant at once are harmless: the
     /// first folds everything, the others find nothing left.
     pub async fn settle_sales(&self, variant_ids: &[String]) -> StoreResult<usize> {
         let mut folded = 0;
