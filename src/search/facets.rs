@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::StrColumn;
 use tantivy::index::SegmentId;
 use tantivy::{DocId, Score, Searcher, SearcherGeneration, SegmentOrdinal, SegmentReader, Warmer};
 
@@ -37,8 +36,9 @@ const TERM_FIELDS: [&str; 3] = ["brand", "category", "attribute"];
 
 /// One segment's facet values, decoded.
 pub struct SegmentTable {
-    /// The string columns, to name the counted ordinals.
-    columns: Vec<Option<StrColumn>>,
+    /// Each slot's value (a dictionary lookup per counted value and search was a
+    /// large part of a search on a many-segment index).
+    names: Vec<String>,
     /// Where each field's ordinals start among the slots (and, last, their number).
     offsets: [u32; TERM_FIELDS.len() + 1],
     /// Document `d`'s slots are `slots[starts[d]..starts[d + 1]]`.
@@ -61,8 +61,19 @@ impl SegmentTable {
         let price = fast.column_opt::<u64>("price")?;
         let in_stock = fast.column_opt::<bool>("in_stock")?;
         let max_doc = segment.max_doc();
+        let mut names = Vec::with_capacity(offsets[TERM_FIELDS.len()] as usize);
+        for column in &columns {
+            let Some(column) = column else { continue };
+            let mut terms = column.dictionary().stream()?;
+            while terms.advance() {
+                names.push(String::from_utf8_lossy(terms.key()).into_owned());
+            }
+        }
+        if names.len() != offsets[TERM_FIELDS.len()] as usize {
+            return Err(tantivy::TantivyError::InternalError("a facet dictionary with another number of terms".into()));
+        }
         let mut table = SegmentTable {
-            columns,
+            names,
             offsets,
             starts: Vec::with_capacity(max_doc as usize + 1),
             slots: Vec::new(),
@@ -72,7 +83,7 @@ impl SegmentTable {
         };
         for doc in 0..max_doc {
             table.starts.push(offset(&table.slots)?);
-            for (column, offset) in table.columns.iter().zip(offsets) {
+            for (column, offset) in columns.iter().zip(offsets) {
                 if let Some(column) = column {
                     table.slots.extend(column.term_ords(doc).map(|ord| offset + ord as u32));
                 }
@@ -209,16 +220,8 @@ impl SegmentCollector for SegmentFacets {
     fn harvest(mut self) -> FacetCounts {
         let t = &self.table;
         let named = |field: usize| {
-            let mut out = TermCounts::new();
-            let Some(column) = &t.columns[field] else { return out };
             let (from, to) = (t.offsets[field] as usize, t.offsets[field + 1] as usize);
-            for (ord, n) in self.terms[from..to].iter().enumerate().filter(|(_, n)| **n > 0) {
-                let mut value = String::new();
-                if column.ord_to_str(ord as u64, &mut value).unwrap_or(false) {
-                    out.insert(value, *n);
-                }
-            }
-            out
+            (from..to).filter(|slot| self.terms[*slot] > 0).map(|slot| (t.names[slot].clone(), self.terms[slot])).collect()
         };
         self.counts.brand = named(0);
         self.counts.category = named(1);
