@@ -7,13 +7,13 @@
 #
 #   cargo build --release && scripts/bench-email.sh
 #
-# Settings: CONCURRENCY ("8 32"), SECONDS (30), PG_URL (postgres://postgres@127.0.0.1:5432), BIN.
+# Settings: CONCURRENCY ("8 32"), STEP_SECONDS (30), PG_URL (postgres://postgres@127.0.0.1:5432), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/release/mercato}
 CONCURRENCY=${CONCURRENCY:-8 32}
-SECONDS_EACH=${SECONDS:-30}
+SECONDS_EACH=${STEP_SECONDS:-30}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PORT=18082
 SMTP_PORT=18025
