@@ -112,10 +112,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let registry = crate::startup::job_registry(&settings, &public_url, &providers)?;
             let workers =
                 crate::jobs::spawn_workers(&store, &registry, count.max(1), &crate::startup::worker_settings(&settings));
+            crate::ops::housekeeping::spawn_sales_folder(store.clone(), crate::ops::housekeeping::FOLD_SALES_EVERY);
             if settings.housekeeping {
                 let every = std::time::Duration::from_secs(settings.expiry_sweep_secs);
                 crate::ops::housekeeping::spawn_expiry_sweeper(store.clone(), every);
-                crate::ops::housekeeping::spawn_sales_folder(store.clone(), crate::ops::housekeeping::FOLD_SALES_EVERY);
                 crate::ops::housekeeping::spawn_scheduler(store.clone(), crate::ops::housekeeping::schedule());
             }
             tracing::info!(workers = workers.len(), "job workers running");

@@ -68,7 +68,7 @@ pub struct Settings {
     pub reservation_ttl_secs: u64,
     /// How often expired reservations are released.
     pub expiry_sweep_secs: u64,
-    /// Schedule housekeeping (expiry, purges, low-stock alerts) from this process.
+    /// Run housekeeping (expiry, sales folding, purges, low-stock alerts) from this process.
     pub housekeeping: bool,
     pub cart_ttl_days: u64,
     pub max_line_quantity: i64,

@@ -143,11 +143,15 @@ impl Application {
         let _ = base_url.set(public_url);
         if settings.housekeeping {
             housekeeping::spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs));
-            housekeeping::spawn_sales_folder(store.clone(), housekeeping::FOLD_SALES_EVERY);
             housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule());
         }
         if settings.workers > 0 {
             jobs::spawn_workers(&store, &registry, settings.workers, &worker_settings(settings));
+        }
+        // Wherever the stock jobs used to run, and with the housekeeping: a shop
+        // always has some process folding its sales.
+        if settings.housekeeping || settings.workers > 0 {
+            housekeeping::spawn_sales_folder(store.clone(), housekeeping::FOLD_SALES_EVERY);
         }
         jobs::spawn_queue_metrics(store.clone(), Duration::from_secs(15));
         Ok(Self { listener, router, store, registry })

@@ -572,11 +572,10 @@ async fn charge(
                 }
                 e => order_error(e),
             })?;
-        if settled == keyed.when {
-            return Ok(Answered { status: StatusCode::CREATED, body: paid.body, stored: true });
-        }
-        order.status = settled;
-        return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED);
+        // Settled is paid (the only way out of pending_payment on a success): the
+        // answer went in with it.
+        debug_assert_eq!(settled, keyed.when);
+        return Ok(Answered { status: StatusCode::CREATED, body: paid.body, stored: true });
     }
     let request = PaymentRequest {
         order_id: order.id,

@@ -4,8 +4,9 @@ use crate::jobs::{JobFuture, JobHandler};
 use crate::store::Store;
 use crate::store::jobs::Job;
 
-/// Takes paid-for goods off on-hand stock (`stock.settle_sales`), many sales of a
-/// variant in one update.
+/// Takes paid-for goods off on-hand stock (`stock.settle_sales`): the jobs queued
+/// per paid order before the sales folder (`housekeeping::spawn_sales_folder`)
+/// took over.
 pub struct SettleSales;
 
 impl JobHandler for SettleSales {

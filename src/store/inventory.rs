@@ -400,7 +400,7 @@ pub const SETTLE_SALES_JOB: &str = "stock.settle_sales";
 /// stock at once. Sold ones (`commit`) become `sold`: available stock is already
 /// right (`on_hand - reserved` does not change when a sale takes a unit off both),
 /// so taking them off on-hand waits for the sales folder
-/// (`housekeeping::spawn_sales_folder`: every process, every second), which folds
+/// (`housekeeping::spawn_sales_folder`: each serve/worker process, every second), which folds
 /// all sales of a variant into one update. Under a flash sale that keeps the
 /// paying buyers off the hot stock row: a job per paid order meant dozens of
 /// folds queueing for that row at once, between the checkout batches that need

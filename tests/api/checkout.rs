@@ -91,8 +91,8 @@ impl TestApp {
         answer(res).await
     }
 
-    /// Stock levels once every sale is taken off on-hand stock (a queued job does
-    /// that in a running shop; `checkout_events_are_queued_and_workers_work_them_off` tests it).
+    /// Stock levels once every sale is taken off on-hand stock (the sales folder
+    /// does that in a running shop; `checkout_events_are_queued_and_workers_work_them_off` tests it).
     pub async fn stock(&self, staff: &str, sku: &str) -> Value {
         self.store.settle_all_sales().await.expect("settle sales");
         self.admin_get(&format!("/v1/admin/inventory/{sku}"), staff).await.expect(200)
