@@ -39,7 +39,8 @@ pub struct KeyAnswer<'a> {
     pub body: &'a str,
 }
 
-/// Stores the final answer for replay.
+/// Stores the final answer for replay, once: a request that outlived its lease
+/// cannot overwrite the answer of the one that took its key over.
 pub(super) async fn store_answer(
     conn: &mut sqlx::AnyConnection,
     scope: &str,
@@ -48,7 +49,8 @@ pub(super) async fn store_answer(
     body: &str,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_body = $2 WHERE scope = $3 AND idem_key = $4",
+        "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_body = $2
+         WHERE scope = $3 AND idem_key = $4 AND state = 'running'",
     )
     .bind(i64::from(status))
     .bind(body)

@@ -647,6 +647,10 @@ async fn a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key(app:
     assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 1);
     assert_eq!(app.stock(&staff, "KET-1").await["on_hand"], 4);
     app.assert_ledger_reconciles(&staff).await;
+    // The first attempt, had it lived on past its lease, cannot overwrite the
+    // answer stored since: the key keeps the resumed request's answer.
+    app.store.finish_idempotency_key(&format!("checkout:{}", guest.cart), "r-1", 500, "late").await.unwrap();
+    assert_eq!(app.checkout(&guest, "r-1", "tok_ok").await.expect(201), resumed);
 }
 
 async fn the_checkout_answer_is_the_order_as_stored(app: TestApp) {
