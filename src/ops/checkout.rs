@@ -531,7 +531,7 @@ async fn resume(ctx: &CheckoutContext<'_>, order_id: Uuid, keyed: (&str, &str), 
             ));
         }
         // Paid, and perhaps moved on since.
-        _ => return answer(ctx, &order, provider.name(), ("succeeded", None), StatusCode::CREATED),
+        _ => return answer(ctx, order, provider.name(), ("succeeded", None), StatusCode::CREATED),
     }
     // Placed before payments were recorded with the order: nothing if it was.
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;
@@ -604,7 +604,7 @@ async fn charge(
                         Err(OrderError::Transition(t)) if t.from == OrderStatus::Paid => {
                             order.status = OrderStatus::Paid;
                             let reference = ctx.store.payment_of(order.id).await?.and_then(|p| p.provider_ref);
-                            answer(ctx, &order, provider.name(), ("succeeded", reference), StatusCode::CREATED)
+                            answer(ctx, order, provider.name(), ("succeeded", reference), StatusCode::CREATED)
                         }
                         Err(e) => Err(order_error(e)),
                     }
@@ -616,7 +616,7 @@ async fn charge(
                     ctx.store
                         .queue_payment_retry(order.id, RETRY_PAYMENT, serde_json::to_value(&retry).map_err(anyhow::Error::from)?)
                         .await?;
-                    answer(ctx, &order, provider.name(), ("pending", None), StatusCode::ACCEPTED)
+                    answer(ctx, order, provider.name(), ("pending", None), StatusCode::ACCEPTED)
                 }
             };
         }
@@ -636,7 +636,7 @@ async fn charge(
     }
     match paid {
         Some(paid) if stored => Ok(Answered { status: StatusCode::CREATED, body: paid.body, stored }),
-        _ => answer(ctx, &order, provider.name(), (status, reference), StatusCode::CREATED),
+        _ => answer(ctx, order, provider.name(), (status, reference), StatusCode::CREATED),
     }
 }
 
@@ -658,7 +658,7 @@ fn ready_answer(
     payment: (&'static str, Option<String>),
 ) -> ApiResult<PaidAnswer> {
     let paid = Order { status: OrderStatus::Paid, ..order.clone() };
-    Ok(PaidAnswer { body: answer(ctx, &paid, provider, payment, StatusCode::CREATED)?.body })
+    Ok(PaidAnswer { body: answer(ctx, paid, provider, payment, StatusCode::CREATED)?.body })
 }
 
 /// An unknown payment token refuses the payment like a decline does.
@@ -816,14 +816,14 @@ pub async fn retry_payment(
 
 fn answer(
     ctx: &CheckoutContext<'_>,
-    order: &Order,
+    order: Order,
     provider: &str,
     (status, reference): (&'static str, Option<String>),
     code: StatusCode,
 ) -> ApiResult<Answered> {
     let body = CheckoutAnswer {
-        order: order.clone(),
         order_token: order_token(ctx.secret, order.id),
+        order,
         payment: PaymentView { provider: provider.to_owned(), status, reference },
     };
     Ok(Answered { status: code, body: serde_json::to_string(&body).map_err(anyhow::Error::from)?, stored: false })
