@@ -530,8 +530,14 @@ async fn resume(ctx: &CheckoutContext<'_>, order_id: Uuid, keyed: (&str, &str), 
                 format!("order {} was {}", order.number, order.status.as_str()),
             ));
         }
-        // Paid, and perhaps moved on since.
-        _ => return answer(ctx, order, provider.name(), ("succeeded", None), StatusCode::CREATED),
+        // Paid, and perhaps moved on since: answered with the payment as recorded.
+        _ => {
+            let payment = ctx.store.payment_of(order.id).await?;
+            let held = payment.as_ref().is_some_and(|p| matches!(p.status.as_str(), "authorized" | "capturing"));
+            let reference = payment.and_then(|p| p.provider_ref);
+            let status = if held { "authorized" } else { "succeeded" };
+            return answer(ctx, order, provider.name(), (status, reference), StatusCode::CREATED);
+        }
     }
     // Placed before payments were recorded with the order: nothing if it was.
     ctx.store.start_payment(order.id, provider.name(), order.grand_total, &order.currency).await?;

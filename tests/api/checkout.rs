@@ -643,6 +643,9 @@ async fn a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key(app:
     // The same order, paid once; no second order, no second sale.
     assert_eq!(resumed["order"]["id"], first["order"]["id"]);
     assert_eq!(resumed["order"]["status"], "paid");
+    // The payment as the first attempt recorded it, reference included.
+    assert_eq!(resumed["payment"], first["payment"]);
+    assert!(first["payment"]["reference"].as_str().is_some_and(|r| r.starts_with("pay_")));
     let row = sqlx::query("SELECT COUNT(*) AS n FROM orders").fetch_one(app.store.pool()).await.unwrap();
     assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 1);
     assert_eq!(app.stock(&staff, "KET-1").await["on_hand"], 4);
