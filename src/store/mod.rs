@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod catalog_events;
 pub mod collections;
 pub mod customers;
+pub mod database_url;
 pub mod fulfilment;
 pub mod idempotency;
 pub mod inventory;
@@ -237,6 +238,10 @@ impl Store {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         }
+        let url = database_url::connection_url(url);
+        if matches!(url, std::borrow::Cow::Owned(_)) {
+            tracing::info!("database on this host: connecting without TLS (set sslmode in DATABASE_URL to choose)");
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
@@ -253,7 +258,7 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect(&url)
             .await?;
         Ok(Self {
             pool,

@@ -133,3 +133,23 @@ fn the_openapi_document_is_stable() {
     let spec = serde_json::to_value(mercato::http::openapi()).unwrap();
     insta::assert_json_snapshot!("openapi", spec);
 }
+
+/// A PostgreSQL server on this host is reached without TLS (it would only cost
+/// CPU there); the connection the store actually holds says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_on_this_host_is_reached_without_tls() {
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let cleanup = app.cleanup();
+    let url = app.settings.database_url.clone().expect("a database url");
+    let rewritten = matches!(mercato::store::database_url::connection_url(&url), std::borrow::Cow::Owned(_));
+    assert!(rewritten || !url.contains("127.0.0.1"), "a loopback url is connected without TLS: {url}");
+    let row = sqlx::query("SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let tls: i32 = sqlx::Row::get(&row, "tls");
+    if rewritten {
+        assert_eq!(tls, 0, "the store's connection to {url} uses TLS");
+    }
+    cleanup.run().await;
+}
