@@ -5,8 +5,8 @@
 //! the box. To a server on the same host (a loopback address) that buys
 //! nothing — the bytes never leave the machine, `prefer` verifies no
 //! certificate, and whoever can read loopback traffic can read the server's
-//! memory — and it costs: 15–27 % of the CPU of a checkout at a fixed rate
-//! here (`docs/BENCHMARKS.md` §5). So a loopback URL without `sslmode`
+//! memory — and it costs: 14–27 % of the machine's CPU at a fixed checkout
+//! rate here (`docs/BENCHMARKS.md` §5). So a loopback URL without `sslmode`
 //! connects without TLS; any `sslmode` given is kept as it is.
 
 use std::borrow::Cow;
