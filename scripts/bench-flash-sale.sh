@@ -30,6 +30,8 @@ export MERCATO_TEST_PAYMENT_WEBHOOK_SECRET=bench-webhook-secret-bench-webhook
 export MERCATO_RATE_LIMIT_READS_PER_SECOND=1000000000 MERCATO_RATE_LIMIT_WRITES_PER_SECOND=1000000000
 export MERCATO_DATABASE_MAX_CONNECTIONS=${POOL:-32}
 export MERCATO_LOADTEST_PASSWORD="load test password 1234"
+# pgbench and psql on the loopback without TLS, as the shop itself connects there.
+export PGSSLMODE=${PGSSLMODE:-disable}
 pids=()
 trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
 
