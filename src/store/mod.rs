@@ -238,9 +238,10 @@ impl Store {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         }
-        let url = database_url::connection_url(url);
+        let tls_env_set = database_url::TLS_ENV.iter().any(|v| std::env::var_os(v).is_some());
+        let url = database_url::connection_url(url, tls_env_set);
         if matches!(url, std::borrow::Cow::Owned(_)) {
-            tracing::info!("database on this host: connecting without TLS (set sslmode in DATABASE_URL to choose)");
+            tracing::info!("database on this host: connecting without TLS (an sslmode in DATABASE_URL or PGSSLMODE chooses)");
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)

@@ -24,8 +24,9 @@ pub struct Payment {
     pub order_id: Uuid,
     pub provider: String,
     pub provider_ref: Option<String>,
-    /// `started`, `succeeded`, `declined`, `pending`, `unknown` (the provider could not be
-    /// reached; a `payment.retry` job asks again), `failed`, `refund_required`.
+    /// `started`, `succeeded`, `authorized` (held on the card until it ships), `capturing`,
+    /// `voided` (a hold released), `declined`, `pending`, `unknown` (the provider could not
+    /// be reached; a `payment.retry` job asks again), `failed`, `refund_required`.
     pub status: String,
     pub amount: i64,
     pub currency: String,

@@ -141,15 +141,23 @@ async fn a_database_on_this_host_is_reached_without_tls() {
     let app = crate::helpers::spawn_app(Backend::Postgres).await;
     let cleanup = app.cleanup();
     let url = app.settings.database_url.clone().expect("a database url");
-    let rewritten = matches!(mercato::store::database_url::connection_url(&url), std::borrow::Cow::Owned(_));
-    assert!(rewritten || !url.contains("127.0.0.1"), "a loopback url is connected without TLS: {url}");
-    let row = sqlx::query("SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
-    let tls: i32 = sqlx::Row::get(&row, "tls");
-    if rewritten {
+    let env_set = mercato::store::database_url::TLS_ENV.iter().any(|v| std::env::var_os(v).is_some());
+    let rewritten = matches!(mercato::store::database_url::connection_url(&url, env_set), std::borrow::Cow::Owned(_));
+    assert!(rewritten || env_set || !url.contains("127.0.0.1"), "a loopback url is connected without TLS: {url}");
+    let row = sqlx::query(
+        "SELECT CASE WHEN s.ssl THEN 1 ELSE 0 END AS tls, current_setting('ssl') AS offered
+         FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    let (tls, offered): (i32, String) = (sqlx::Row::get(&row, "tls"), sqlx::Row::get(&row, "offered"));
+    // Only telling where the server offers TLS, as Debian's does out of the box
+    // (and this project's CI machine); a server without TLS cannot show the difference.
+    if rewritten && offered == "on" {
         assert_eq!(tls, 0, "the store's connection to {url} uses TLS");
+    } else {
+        eprintln!("TLS not checked: url rewritten {rewritten}, server ssl {offered}");
     }
     cleanup.run().await;
 }
