@@ -892,12 +892,29 @@ async fn held_payments_are_captured_by_the_first_parcel_and_released_by_a_cancel
     shop.app.drain_jobs().await;
     assert_eq!(shop.requests().await.iter().filter(|r| r.url.path().ends_with("/cancel")).count(), 1);
 
-    let third = shop.checkout("h-3").await.expect(201)["order"]["id"].as_str().unwrap().to_owned();
+    let third_guest = shop.guest().await;
+    let third_placed = shop.checkout_as(&third_guest, "h-3").await.expect(201);
+    let third = third_placed["order"]["id"].as_str().unwrap().to_owned();
     ship(&third).await.problem(409, "capture_failed");
     let detail = shop.app.admin_get(&format!("/v1/admin/orders/{third}"), &shop.staff).await.expect(200);
     assert_eq!((detail["status"].as_str(), detail["shipments"].as_array().map(Vec::len)), (Some("paid"), Some(0)));
     assert_eq!(payment_status(&third).await, "authorized");
     assert_eq!(shop.stock().await, (8, 0), "the first and third orders' units are sold, the second's are back");
+    // A retry of the third checkout whose first answer was never stored (its
+    // request died, its lease ran out) answers with the hold as recorded.
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'running', response_status = NULL, response_body = NULL,
+         locked_until = '2000-01-01T00:00:00.000000Z' WHERE idem_key = 'h-3'",
+    )
+    .execute(shop.app.store.pool())
+    .await
+    .unwrap();
+    let resumed = shop.checkout_as(&third_guest, "h-3").await.expect(201);
+    assert_eq!(resumed["payment"], third_placed["payment"]);
+    assert_eq!(
+        (resumed["payment"]["status"].as_str(), resumed["payment"]["reference"].as_str()),
+        (Some("authorized"), Some("pi_h3"))
+    );
     owned.finish().await;
 }
 
