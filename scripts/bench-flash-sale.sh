@@ -43,7 +43,8 @@ fresh_shop() { # database name
 }
 
 serve() { # port
-  MERCATO_LISTEN=127.0.0.1:$1 "$BIN" serve 2>>"$WORK/serve-$1.log" &
+  # Each instance keeps its own search index (one process may hold an index).
+  MERCATO_LISTEN=127.0.0.1:$1 MERCATO_SEARCH_PATH=$WORK/search-$1 "$BIN" serve 2>>"$WORK/serve-$1.log" &
   pids+=($!)
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.2; done
   echo "serve on $1 did not start" >&2; exit 1
