@@ -9,12 +9,8 @@ OLD=${BEFORE:?path of the mercato binary before}
 NEW=${AFTER:-target/release/mercato}
 GEN=$NEW
 PG_URL=postgres://postgres@127.0.0.1:5432
-export RUST_LOG=warn MERCATO_LOG_FORMAT=json MERCATO_LISTEN=127.0.0.1:18085
-export MERCATO_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
-export MERCATO_TEST_PAYMENT_WEBHOOK_SECRET=bench-webhook-secret-bench-webhook
-export MERCATO_RATE_LIMIT_READS_PER_SECOND=1000000000 MERCATO_RATE_LIMIT_WRITES_PER_SECOND=1000000000
-export MERCATO_DATABASE_MAX_CONNECTIONS=32
-export MERCATO_LOADTEST_PASSWORD="load test password 1234"
+source scripts/bench-env.sh
+export MERCATO_LISTEN=127.0.0.1:18085
 for round in 1 2; do
 for which in OLD NEW; do
   BIN=${!which}

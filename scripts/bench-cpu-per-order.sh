@@ -11,12 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 GEN=${GEN:-${!#}}
-export RUST_LOG=warn MERCATO_LOG_FORMAT=json MERCATO_LISTEN=127.0.0.1:18086
-export MERCATO_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
-export MERCATO_TEST_PAYMENT_WEBHOOK_SECRET=bench-webhook-secret-bench-webhook
-export MERCATO_RATE_LIMIT_READS_PER_SECOND=1000000000 MERCATO_RATE_LIMIT_WRITES_PER_SECOND=1000000000
-export MERCATO_DATABASE_MAX_CONNECTIONS=32
-export MERCATO_LOADTEST_PASSWORD="load test password 1234"
+source scripts/bench-env.sh
+export MERCATO_LISTEN=127.0.0.1:18086
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 pid= WORK=
 trap '[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null; [ -n "$WORK" ] && rm -rf "$WORK"' EXIT

@@ -23,13 +23,8 @@ PARTS=${PARTS:-pgbench flash flash2 steady browse}
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK}
 
-export RUST_LOG=warn MERCATO_LOG_FORMAT=json MERCATO_DATA_DIR=$WORK
-export MERCATO_JWT_SECRET=bench-secret-bench-secret-bench-secret-00
-export MERCATO_TEST_PAYMENT_WEBHOOK_SECRET=bench-webhook-secret-bench-webhook
-# One load generator stands for thousands of shoppers: lift the per-client limits.
-export MERCATO_RATE_LIMIT_READS_PER_SECOND=1000000000 MERCATO_RATE_LIMIT_WRITES_PER_SECOND=1000000000
-export MERCATO_DATABASE_MAX_CONNECTIONS=${POOL:-32}
-export MERCATO_LOADTEST_PASSWORD="load test password 1234"
+source scripts/bench-env.sh
+export MERCATO_DATA_DIR=$WORK
 # pgbench and psql on the loopback without TLS, as the shop itself connects there.
 export PGSSLMODE=${PGSSLMODE:-disable}
 pids=()
