@@ -117,32 +117,36 @@ fn fixture() -> &'static Fixture {
             })
             .collect();
         let fixture = Fixture { index, branches, queries };
-        // A server in its steady state: every filter's bitsets cached.
+        // A server in its steady state: every filter's bitsets and every
+        // word's matches cached.
         for i in 0..QUERIES {
-            run(&fixture, i);
+            run(&fixture, i, true);
         }
         fixture
     })
 }
 
-fn run(f: &Fixture, i: usize) -> usize {
+fn run(f: &Fixture, i: usize, cached_words: bool) -> usize {
     let (terms, request, category) = &f.queries[i % QUERIES];
     let eur = eur();
-    let q = query::search_query(f.index.fields(), terms, request, category.as_deref(), eur, f.index.filter_cache());
+    let words = cached_words.then(|| f.index.word_cache());
+    let q = query::search_query(f.index.fields(), terms, request, category.as_deref(), eur, f.index.filter_cache(), words);
     let counter = f.index.facet_counter(eur, [0, 10, 25, 50, 100, 250, 500, 1000].map(|f| f * 100).to_vec());
     let hits = f.index.search(q.as_ref(), request.sort, eur, request.offset, request.limit, counter).expect("search");
     hits.total + hits.items.len()
 }
 
 /// The whole search: query, hits, total, facets, stored fields of the page.
-#[divan::bench(sample_count = 512)]
-fn word_two_filters_and_facets(bencher: divan::Bencher) {
+/// `cached_words`: each word's matches from the cache, as the server searches;
+/// else walked in the index every time.
+#[divan::bench(args = [true, false], sample_count = 512)]
+fn word_two_filters_and_facets(bencher: divan::Bencher, cached_words: bool) {
     let f = fixture();
     assert!(f.branches.len() == 5 && f.index.documents() > 0);
     let mut i = 0;
     bencher.bench_local(|| {
         i += 1;
-        run(f, i)
+        run(f, i, cached_words)
     });
 }
 
@@ -160,22 +164,23 @@ fn count_matches(bencher: divan::Bencher, part: impl Fn(&Fixture, &Query) -> Box
 /// The parts of it, for where the time goes: the word alone, every match counted.
 #[divan::bench(sample_count = 512)]
 fn part_word_only_count(bencher: divan::Bencher) {
-    count_matches(bencher, |f, (terms, _, _)| query::text_query(f.index.fields(), terms, false, None));
+    count_matches(bencher, |f, (terms, _, _)| query::text_query(f.index.fields(), terms, false, None, None));
 }
 
 /// The two filters alone (from the bitset cache), every match counted.
 #[divan::bench(sample_count = 512)]
 fn part_filters_only_count(bencher: divan::Bencher) {
     count_matches(bencher, |f, (_, request, category)| {
-        query::search_query(f.index.fields(), &[], request, category.as_deref(), eur(), f.index.filter_cache())
+        query::search_query(f.index.fields(), &[], request, category.as_deref(), eur(), f.index.filter_cache(), None)
     });
 }
 
 /// Word and filters, every match counted: no scoring, facets or stored fields.
-#[divan::bench(sample_count = 512)]
-fn part_word_and_filters_count(bencher: divan::Bencher) {
+#[divan::bench(args = [true, false], sample_count = 512)]
+fn part_word_and_filters_count(bencher: divan::Bencher, cached_words: bool) {
     count_matches(bencher, |f, (terms, request, category)| {
-        query::search_query(f.index.fields(), terms, request, category.as_deref(), eur(), f.index.filter_cache())
+        let words = cached_words.then(|| f.index.word_cache());
+        query::search_query(f.index.fields(), terms, request, category.as_deref(), eur(), f.index.filter_cache(), words)
     });
 }
 

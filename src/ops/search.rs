@@ -165,6 +165,7 @@ pub async fn search(
             category.map(|c| c.to_string()).as_deref(),
             currency,
             running.filter_cache(),
+            Some(running.word_cache()),
         );
         running.search(q.as_ref(), req.sort, currency, req.offset, req.limit, running.facet_counter(currency, floors_for_search))
     })

@@ -262,7 +262,7 @@ mod tests {
         let tree = Tree::new([(Uuid::from_u128(1_000), None), (Uuid::from_u128(1_001), Some(Uuid::from_u128(1_000)))]);
         let eur = Currency::parse("EUR").unwrap();
         let count = |index: &SearchIndex| {
-            let q = crate::search::query::text_query(index.fields(), &["linen".to_owned()], false, None);
+            let q = crate::search::query::text_query(index.fields(), &["linen".to_owned()], false, None, None);
             let counter = index.facet_counter(eur, vec![0, 1_000, 5_000]);
             index.search(q.as_ref(), crate::domain::search_request::SearchSort::Relevance, eur, 0, 10, counter).unwrap().facets
         };

@@ -16,7 +16,8 @@ use tantivy_common::{ReadOnlyBitSet, TinySet};
 /// Memory the cached bitsets may take (one bit per document per filter and segment).
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
-type Key = (SegmentId, Arc<str>);
+/// A segment, and what is cached for it.
+pub(crate) type Key = (SegmentId, Arc<str>);
 
 /// The bitsets of filters used recently, by segment and filter.
 #[derive(Clone)]
@@ -52,10 +53,18 @@ impl Warmer for FilterCache {
     }
 
     fn garbage_collect(&self, live: &[&SearcherGeneration]) {
-        let alive: BTreeSet<SegmentId> = live.iter().flat_map(|g| g.segments().keys().copied()).collect();
-        if let Err(e) = self.bitsets.invalidate_entries_if(move |(segment, _), _| !alive.contains(segment)) {
-            tracing::warn!(error = %e, "could not drop the filter bitsets of removed segments");
-        }
+        drop_removed_segments(&self.bitsets, live, "filter bitsets");
+    }
+}
+
+/// Drops the entries of a per-segment cache whose segment no searcher holds.
+pub(crate) fn drop_removed_segments<V>(cache: &moka::sync::Cache<Key, V>, live: &[&SearcherGeneration], what: &str)
+where
+    V: Clone + Send + Sync + 'static,
+{
+    let alive: BTreeSet<SegmentId> = live.iter().flat_map(|g| g.segments().keys().copied()).collect();
+    if let Err(e) = cache.invalidate_entries_if(move |(segment, _), _| !alive.contains(segment)) {
+        tracing::warn!(error = %e, "could not drop the {what} of removed segments");
     }
 }
 
@@ -101,18 +110,24 @@ impl Filters {
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
     }
+
+    /// The filters' weight, for a caller that tests documents one by one
+    /// against each filter's bitset (`FiltersWeight::each`).
+    pub(crate) fn unscored_weight(&self, schema: &tantivy::schema::Schema) -> tantivy::Result<FiltersWeight> {
+        let unscored = EnableScoring::disabled_from_schema(schema);
+        let weights =
+            self.filters.iter().map(|(key, q)| Ok((key.clone(), q.weight(unscored)?))).collect::<tantivy::Result<Vec<_>>>()?;
+        Ok(FiltersWeight { cache: self.cache.clone(), weights, combined: self.combined.clone() })
+    }
 }
 
 impl Query for Filters {
     fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        let unscored = EnableScoring::disabled_from_schema(scoring.schema());
-        let weights =
-            self.filters.iter().map(|(key, q)| Ok((key.clone(), q.weight(unscored)?))).collect::<tantivy::Result<Vec<_>>>()?;
-        Ok(Box::new(FiltersWeight { cache: self.cache.clone(), weights, combined: self.combined.clone() }))
+        Ok(Box::new(self.unscored_weight(scoring.schema())?))
     }
 }
 
-struct FiltersWeight {
+pub(crate) struct FiltersWeight {
     cache: FilterCache,
     weights: Vec<(Arc<str>, Box<dyn Weight>)>,
     combined: Arc<Mutex<HashMap<SegmentId, Arc<BitSet>>>>,
@@ -124,17 +139,27 @@ impl FiltersWeight {
             return Ok(bits.clone());
         }
         let mut all = BitSet::with_max_value_and_full(reader.max_doc());
-        for (key, weight) in &self.weights {
-            let bits = self
-                .cache
-                .bitsets
-                .try_get_with((reader.segment_id(), key.clone()), || matching(weight.as_ref(), reader))
-                .map_err(|e| tantivy::TantivyError::InternalError(format!("filter {key}: {e}")))?;
+        for bits in self.each(reader)? {
             all.intersect_update(&bits);
         }
         let all = Arc::new(all);
         self.combined.lock().unwrap_or_else(|p| p.into_inner()).insert(reader.segment_id(), all.clone());
         Ok(all)
+    }
+}
+
+impl FiltersWeight {
+    /// Each filter's documents in `reader`'s segment.
+    pub(crate) fn each(&self, reader: &SegmentReader) -> tantivy::Result<Vec<Arc<ReadOnlyBitSet>>> {
+        self.weights
+            .iter()
+            .map(|(key, weight)| {
+                self.cache
+                    .bitsets
+                    .try_get_with((reader.segment_id(), key.clone()), || matching(weight.as_ref(), reader))
+                    .map_err(|e| tantivy::TantivyError::InternalError(format!("filter {key}: {e}")))
+            })
+            .collect()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod filters;
 pub mod fuzzy;
 pub mod query;
 pub mod schema;
+pub mod words;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,9 +70,10 @@ pub struct SearchIndex {
     /// many pages are never committed half-way by the feed.
     pub(crate) writing: tokio::sync::Mutex<()>,
     rebuilding: std::sync::atomic::AtomicBool,
-    /// Filter bitsets per segment, and decoded facet values per segment: both
+    /// Filter bitsets, word matches and decoded facet values per segment: all
     /// kept current by the reader (its warmers).
     filters: Arc<filters::FilterCache>,
+    words: Arc<words::WordCache>,
     facet_tables: Arc<facets::FacetTables>,
 }
 
@@ -120,7 +122,8 @@ impl SearchIndex {
         })?;
         let facet_tables = Arc::new(facets::FacetTables::default());
         let filters = Arc::new(filters::FilterCache::default());
-        let warmers: [Arc<dyn tantivy::Warmer>; 2] = [facet_tables.clone(), filters.clone()];
+        let words = Arc::new(words::WordCache::default());
+        let warmers: [Arc<dyn tantivy::Warmer>; 3] = [facet_tables.clone(), filters.clone(), words.clone()];
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -141,6 +144,7 @@ impl SearchIndex {
             writing: tokio::sync::Mutex::new(()),
             rebuilding: false.into(),
             filters,
+            words,
             facet_tables,
         })
     }
@@ -249,6 +253,11 @@ impl SearchIndex {
         &self.filters
     }
 
+    /// The matches of words searched recently, in this index's segments.
+    pub fn word_cache(&self) -> &words::WordCache {
+        &self.words
+    }
+
     /// One page of `query`'s hits in `sort` order (prices in `currency`), the
     /// total, and facet counts. Blocking (CPU): call it off the async threads.
     pub fn search(
@@ -298,7 +307,7 @@ impl SearchIndex {
     /// Titles of the best matches of a phrase being typed. Blocking.
     pub fn suggest(&self, terms: &[String], limit: usize) -> Result<Vec<Stored>, SearchError> {
         let searcher = self.reader.searcher();
-        let q = query::text_query(&self.fields, terms, true, None);
+        let q = query::text_query(&self.fields, terms, true, None, None);
         let hits = searcher.search(&q, &TopDocs::with_limit(limit).order_by_score())?;
         self.stored(&searcher, &hits.into_iter().map(|(_, a)| a).collect::<Vec<_>>())
     }
