@@ -73,22 +73,18 @@ impl Warmer for WordCache {
 /// A word's clause answered from the cache, restricted to `filters`. `key`
 /// names exactly what the clause matches and how it scores (two clauses with
 /// one key must be equal); the filters are not part of it.
+#[derive(Clone)]
 pub struct CachedWord {
     cache: WordCache,
     key: Arc<str>,
-    clause: Box<dyn Query>,
+    /// Shared, not copied, by every weight: most searches never run it.
+    clause: Arc<dyn Query>,
     filters: Option<Filters>,
 }
 
 impl CachedWord {
     pub fn new(cache: &WordCache, key: String, clause: Box<dyn Query>, filters: Option<&Filters>) -> Self {
-        Self { cache: cache.clone(), key: key.into(), clause, filters: filters.cloned() }
-    }
-}
-
-impl Clone for CachedWord {
-    fn clone(&self) -> Self {
-        Self { cache: self.cache.clone(), key: self.key.clone(), clause: self.clause.box_clone(), filters: self.filters.clone() }
+        Self { cache: cache.clone(), key: key.into(), clause: clause.into(), filters: filters.cloned() }
     }
 }
 
@@ -108,7 +104,7 @@ impl Query for CachedWord {
         Ok(Box::new(CachedWordWeight {
             cache: self.cache.clone(),
             key: self.key.clone(),
-            clause: self.clause.box_clone(),
+            clause: self.clause.clone(),
             filters: self.filters.as_ref().map(|f| f.unscored_weight(scoring.schema())).transpose()?,
             searcher: searcher.clone(),
             scored: OnceLock::new(),
@@ -119,7 +115,7 @@ impl Query for CachedWord {
 struct CachedWordWeight {
     cache: WordCache,
     key: Arc<str>,
-    clause: Box<dyn Query>,
+    clause: Arc<dyn Query>,
     filters: Option<FiltersWeight>,
     searcher: Searcher,
     /// The clause's weight, made only when a segment's list is missing (it
