@@ -2,6 +2,12 @@ use clap::Parser;
 use mercato::cli::{Cli, run};
 use mercato::config::Settings;
 
+/// Searches, JSON answers and the job queue allocate many short-lived buffers
+/// from several threads at once; glibc's allocator spent a tenth of a busy
+/// search server's CPU on them (docs/BENCHMARKS.md §6).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -133,10 +133,17 @@ impl CachedWordWeight {
     }
 
     fn matches(&self, reader: &SegmentReader) -> tantivy::Result<Arc<Matches>> {
-        self.cache
+        let mut walked = false;
+        let matches = self
+            .cache
             .lists
-            .try_get_with((reader.segment_id(), self.key.clone()), || matching(self.scored()?, reader))
-            .map_err(|e| tantivy::TantivyError::InternalError(format!("word {}: {e}", self.key)))
+            .try_get_with((reader.segment_id(), self.key.clone()), || {
+                walked = true;
+                matching(self.scored()?, reader)
+            })
+            .map_err(|e| tantivy::TantivyError::InternalError(format!("word {}: {e}", self.key)))?;
+        metrics::counter!("mercato_search_word_lists_total", "result" => if walked { "miss" } else { "hit" }).increment(1);
+        Ok(matches)
     }
 }
 

@@ -135,6 +135,18 @@ async fn search_ranks_forgives_typos_filters_and_counts_facets(app: TestApp) {
     lin.sort();
     assert_eq!(lin, ["Linen Lampshade", "Linen Shirt", "Linen Trousers"]);
     assert_eq!(titles(&app.get("/v1/search/suggest?q=linen+tro").await.expect(200)), ["Linen Trousers"]);
+
+    // "linen" was searched several times: its matches were walked once per
+    // index segment, then read from the word lists.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for result in ["miss", "hit"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("mercato_search_word_lists_total") && l.contains(&format!("result=\"{result}\""))),
+            "{metrics}"
+        );
+    }
 }
 
 async fn search_follows_prices_publication_and_stock(app: TestApp) {
