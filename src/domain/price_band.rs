@@ -26,6 +26,11 @@ pub fn range(currency: Currency, min: Option<i64>, max: Option<i64>) -> (u64, u6
     (encode(currency, min.unwrap_or(0)), encode(currency, max.unwrap_or(MAX_PRICE_MINOR)))
 }
 
+/// Whether two encoded values are prices in the same currency.
+pub fn same_currency(a: u64, b: u64) -> bool {
+    a >> AMOUNT_BITS == b >> AMOUNT_BITS
+}
+
 /// The amount of `value` if it is a price in `currency`.
 pub fn decode_in(currency: Currency, value: u64) -> Option<i64> {
     (value >> AMOUNT_BITS == band(currency)).then_some((value & AMOUNT_MASK) as i64)

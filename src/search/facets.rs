@@ -48,12 +48,21 @@ pub struct SegmentTable {
     price_starts: Vec<u32>,
     prices: Vec<u64>,
     in_stock: Vec<bool>,
+    /// One price of each currency the segment has prices in.
+    currencies: Vec<u64>,
     /// Per currency and price buckets: one byte per document, its bucket (or
-    /// `UNPRICED`) and `IN_STOCK`; made the first time a search asks for them.
-    /// A search reads a byte per match instead of its prices (a few bytes of
-    /// cache per document instead of sixteen or more, for every match).
+    /// `UNPRICED`) and `IN_STOCK`; made the first time a search asks for them,
+    /// kept for the segment's currencies only (any three letters are a valid
+    /// currency to ask for). A search reads a byte per match instead of its
+    /// prices (a few bytes of cache per document instead of sixteen or more).
     marks: RwLock<HashMap<Buckets, Arc<Vec<u8>>>>,
+    /// The bytes for a currency the segment has no price in: stock only.
+    unpriced: std::sync::OnceLock<Arc<Vec<u8>>>,
 }
+
+/// Bucket sets kept per segment (one per currency the shop prices in, as the
+/// storefront asks); others are worked out per search and not kept.
+const MAX_MARKS: usize = 16;
 
 /// A currency and the lower bounds of its price buckets.
 type Buckets = (Currency, Vec<i64>);
@@ -91,7 +100,9 @@ impl SegmentTable {
             price_starts: Vec::with_capacity(max_doc as usize + 1),
             prices: Vec::new(),
             in_stock: Vec::with_capacity(max_doc as usize),
+            currencies: Vec::new(),
             marks: RwLock::default(),
+            unpriced: std::sync::OnceLock::new(),
         };
         for doc in 0..max_doc {
             table.starts.push(offset(&table.slots)?);
@@ -102,7 +113,12 @@ impl SegmentTable {
             }
             table.price_starts.push(offset(&table.prices)?);
             if let Some(price) = &price {
-                table.prices.extend(price.values_for_doc(doc));
+                for value in price.values_for_doc(doc) {
+                    if !table.currencies.iter().any(|c| price_band::same_currency(*c, value)) {
+                        table.currencies.push(value);
+                    }
+                    table.prices.push(value);
+                }
             }
             table.in_stock.push(in_stock.as_ref().and_then(|c| c.first(doc)).unwrap_or(false));
         }
@@ -118,6 +134,13 @@ impl SegmentTable {
         if floors.len() >= usize::from(UNPRICED) {
             return Err(tantivy::TantivyError::InvalidArgument(format!("{} price buckets", floors.len())));
         }
+        let stock = |doc: usize| if self.in_stock[doc] { IN_STOCK } else { 0 };
+        if !self.currencies.iter().any(|v| price_band::decode_in(currency, *v).is_some()) {
+            return Ok(self
+                .unpriced
+                .get_or_init(|| Arc::new((0..self.in_stock.len()).map(|d| UNPRICED | stock(d)).collect()))
+                .clone());
+        }
         let key = (currency, floors.to_vec());
         if let Some(marks) = self.marks.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(marks.clone());
@@ -129,11 +152,14 @@ impl SegmentTable {
                     .iter()
                     .find_map(|v| price_band::decode_in(currency, *v))
                     .map_or(UNPRICED, |amount| floors.partition_point(|floor| *floor <= amount).saturating_sub(1) as u8);
-                bucket | if self.in_stock[doc] { IN_STOCK } else { 0 }
+                bucket | stock(doc)
             })
             .collect();
         let marks = Arc::new(marks);
-        self.marks.write().unwrap_or_else(|p| p.into_inner()).insert(key, marks.clone());
+        let mut kept = self.marks.write().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < MAX_MARKS {
+            kept.insert(key, marks.clone());
+        }
         Ok(marks)
     }
 }
@@ -162,6 +188,12 @@ impl FacetTables {
     #[cfg(test)]
     pub(crate) fn segments(&self) -> usize {
         self.tables.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Bucket sets kept, over every segment.
+    #[cfg(test)]
+    pub(crate) fn marks_kept(&self) -> usize {
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).values().map(|t| t.marks.read().unwrap().len()).sum()
     }
 }
 
@@ -329,6 +361,8 @@ mod tests {
         let f =
             index.search(q.as_ref(), crate::domain::search_request::SearchSort::Relevance, usd, 0, 10, counter).unwrap().facets;
         assert_eq!((f.price, f.in_stock), (vec![0, 0], 2));
+        // Only the currency the segment has prices in keeps its bucket bytes.
+        assert_eq!(index.facet_tables.marks_kept(), 1);
 
         // Product 2 changes brand, price and stock: its new version is in a new
         // segment, the old one deleted and no longer counted.

@@ -289,12 +289,21 @@ mod tests {
             vec![("q", "mug".into()), ("sort", "newest".into()), ("brand", "Lumen".into()), ("price_max", "9000".into())],
             vec![("q", "nordic".into()), ("in_stock", "false".into()), ("offset", "5".into()), ("limit", "7".into())],
         ];
-        let search = |pairs: &[(&str, String)], cached: bool| {
+        let query = |pairs: &[(&str, String)], cached: bool| {
             let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
             let request = SearchRequest::parse(&pairs).unwrap();
             let terms = index.terms(&request.text);
             let words = cached.then(|| index.word_cache());
             let q = search_query(index.fields(), &terms, &request, request.category.as_deref(), eur, index.filter_cache(), words);
+            (q, request)
+        };
+        // Every match with its score, best first.
+        let scored = |pairs: &[(&str, String)], cached: bool| {
+            let top = tantivy::collector::TopDocs::with_limit(1_000).order_by_score();
+            index.searcher().search(query(pairs, cached).0.as_ref(), &top).unwrap()
+        };
+        let search = |pairs: &[(&str, String)], cached: bool| {
+            let (q, request) = query(pairs, cached);
             let counter = index.facet_counter(eur, vec![0, 1_000, 5_000, 10_000]);
             index.search(q.as_ref(), request.sort, eur, request.offset, request.limit, counter).unwrap()
         };
@@ -316,6 +325,7 @@ mod tests {
         for pairs in &requests {
             same(pairs, true);
             same(pairs, true); // from the lists now
+            assert_eq!(scored(pairs, true), scored(pairs, false), "{pairs:?}");
         }
         assert!(index.word_cache().entries() > 0);
 
@@ -332,9 +342,18 @@ mod tests {
             everything.push(("limit", "100".into()));
             same(&everything, false);
         }
-        let acme = search(&[("q", "shirt".into()), ("brand", "Kestrel".into())], true);
-        assert_eq!(acme.total, search(&[("q", "shirt".into()), ("brand", "Kestrel".into())], false).total);
-        assert!(acme.total > 0);
+        let kestrel = search(&[("q", "shirt".into()), ("brand", "Kestrel".into())], true);
+        assert_eq!(kestrel.total, search(&[("q", "shirt".into()), ("brand", "Kestrel".into())], false).total);
+        assert!(kestrel.total > 0);
+
+        // A fifth more products: the lists are scored again with the new
+        // statistics, so every score is exactly what the index computes.
+        let docs: Vec<_> = (500..600u128).map(|n| product(n, "Atlas")).collect();
+        index.stage(&tree, &[], &docs).unwrap();
+        index.commit(3).unwrap();
+        for pairs in &requests {
+            assert_eq!(scored(pairs, true), scored(pairs, false), "{pairs:?}");
+        }
         drop(index);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -8,9 +8,10 @@
 //!
 //! Scores depend on collection statistics (document counts, term frequencies
 //! across segments), which move a little with every commit. A cached list
-//! keeps the statistics of when it was made for at most `TIME_TO_LIVE`: between
-//! a few catalog changes and a whole catalog the difference is a small fraction
-//! of a score, and a rebuild or merge replaces the segments (and their lists).
+//! keeps the statistics of when it was made for at most `TIME_TO_LIVE`, and
+//! only while the number of searchable documents stays within `DRIFT` of what
+//! it was then (a bulk import or publication scores the lists again); a rebuild
+//! or merge replaces the segments (and their lists).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,11 +26,16 @@ use super::filters::{Filters, FiltersWeight, Key, drop_removed_segments};
 const MAX_BYTES: u64 = 128 * 1024 * 1024;
 /// How long a list may keep the collection statistics it was scored with.
 const TIME_TO_LIVE: Duration = Duration::from_secs(300);
+/// How far (a fraction) the searchable documents may have moved since a list
+/// was scored before it is scored again.
+const DRIFT: f64 = 0.05;
 
 /// One word's matches in one segment, in document order.
 struct Matches {
     docs: Vec<DocId>,
     scores: Vec<Score>,
+    /// Searchable documents (every segment) when the scores were computed.
+    documents: u64,
 }
 
 /// The matches of words searched recently, by segment and word.
@@ -99,13 +105,15 @@ impl Query for CachedWord {
         // Lists hold scores, so they are made with the searcher's statistics
         // even when this search ignores scores (a price sort).
         let Some(searcher) = scoring.searcher() else {
-            return Err(tantivy::TantivyError::InvalidArgument("a cached word needs a searcher".into()));
+            // No statistics to score a list with: the clause as it is.
+            return self.clause.weight(scoring);
         };
         Ok(Box::new(CachedWordWeight {
             cache: self.cache.clone(),
             key: self.key.clone(),
             clause: self.clause.clone(),
             filters: self.filters.as_ref().map(|f| f.unscored_weight(scoring.schema())).transpose()?,
+            documents: searcher.num_docs(),
             searcher: searcher.clone(),
             scored: OnceLock::new(),
         }))
@@ -117,6 +125,8 @@ struct CachedWordWeight {
     key: Arc<str>,
     clause: Arc<dyn Query>,
     filters: Option<FiltersWeight>,
+    /// Searchable documents in `searcher`.
+    documents: u64,
     searcher: Searcher,
     /// The clause's weight, made only when a segment's list is missing (it
     /// builds the typo automaton and reads term statistics).
@@ -133,13 +143,21 @@ impl CachedWordWeight {
     }
 
     fn matches(&self, reader: &SegmentReader) -> tantivy::Result<Arc<Matches>> {
+        let key = (reader.segment_id(), self.key.clone());
+        if let Some(matches) = self.cache.lists.get(&key) {
+            if drifted(matches.documents, self.documents) <= DRIFT {
+                metrics::counter!("mercato_search_word_lists_total", "result" => "hit").increment(1);
+                return Ok(matches);
+            }
+            self.cache.lists.invalidate(&key);
+        }
         let mut walked = false;
         let matches = self
             .cache
             .lists
-            .try_get_with((reader.segment_id(), self.key.clone()), || {
+            .try_get_with(key, || {
                 walked = true;
-                matching(self.scored()?, reader)
+                matching(self.scored()?, reader, self.documents)
             })
             .map_err(|e| tantivy::TantivyError::InternalError(format!("word {}: {e}", self.key)))?;
         metrics::counter!("mercato_search_word_lists_total", "result" => if walked { "miss" } else { "hit" }).increment(1);
@@ -147,11 +165,16 @@ impl CachedWordWeight {
     }
 }
 
+/// How far `now` is from `then`, as a fraction of the larger.
+fn drifted(then: u64, now: u64) -> f64 {
+    then.abs_diff(now) as f64 / then.max(now).max(1) as f64
+}
+
 /// Walks the clause's postings once, scoring every match (deleted documents
 /// too: the collectors skip them).
-fn matching(weight: &dyn Weight, reader: &SegmentReader) -> tantivy::Result<Arc<Matches>> {
+fn matching(weight: &dyn Weight, reader: &SegmentReader, documents: u64) -> tantivy::Result<Arc<Matches>> {
     let mut scorer = weight.scorer(reader, 1.0)?;
-    let mut matches = Matches { docs: Vec::new(), scores: Vec::new() };
+    let mut matches = Matches { docs: Vec::new(), scores: Vec::new(), documents };
     let mut doc = scorer.doc();
     while doc != TERMINATED {
         matches.docs.push(doc);
@@ -270,7 +293,7 @@ mod tests {
             let kept: Vec<DocId> = docs.iter().copied().filter(|d| filters.iter().all(|f| f.contains(d))).collect();
             let all: Vec<DocId> = docs.into_iter().collect();
             let scores = all.iter().map(|d| *d as Score).collect();
-            let mut scorer = ListScorer::new(Arc::new(Matches { docs: all, scores }), 2.0, bitsets);
+            let mut scorer = ListScorer::new(Arc::new(Matches { docs: all, scores, documents: 0 }), 2.0, bitsets);
             let mut at = 0usize;
             proptest::prop_assert_eq!(scorer.doc(), kept.first().copied().unwrap_or(TERMINATED));
             for (step, seek) in steps {
