@@ -5,6 +5,7 @@
 //! `ARCHITECTURE.md` in the README for the map.
 
 pub mod auth;
+pub mod batch_lane;
 pub mod cache;
 pub mod catalog_versions;
 pub mod cli;

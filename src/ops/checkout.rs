@@ -123,20 +123,17 @@ pub async fn checkout(
         }
         Some(k) => parse_idempotency_key(k).map_err(|e| ApiError::bad_field(e.code, "Idempotency-Key", e.message))?,
     };
-    // Ownership first: nobody may replay someone else's answer.
+    // Ownership first: nobody may replay someone else's answer. One read, shared
+    // with the checkouts arriving at the same moment, tells whose cart this is and,
+    // after a sale's last unit, whether it can be refused from memory.
     let scope = format!("checkout:{cart_id}");
-    let cart = if ctx.store.sold_out().any() {
-        // Some variant is sold out: one read tells both whose cart this is and
-        // whether it can be refused from memory.
-        let probe = ctx.store.checkout_probe(cart_id, &scope, &key).await?;
-        let cart = carts::owned_by(probe.cart.clone(), shopper)?;
-        if let Some(refusal) = known_sold_out(ctx.store, &probe) {
-            return Err(refusal);
-        }
-        cart
-    } else {
-        carts::authorize(ctx.store, cart_id, shopper).await?
-    };
+    let probe = ctx.store.checkout_probe(cart_id, &scope, &key).await?;
+    let cart = carts::owned_by(probe.cart.clone(), shopper)?;
+    if ctx.store.sold_out().any()
+        && let Some(refusal) = known_sold_out(ctx.store, &probe)
+    {
+        return Err(refusal);
+    }
     let claim = ctx.store.claim_idempotency_key(&scope, &key, &request_hash(body)).await?;
     let resumed = match claim {
         Claim::Replay { status, body } => return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)),

@@ -13,12 +13,12 @@
 //! the same variant serialise on its stock row lock, which is what keeps them correct.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::batch_lane::BatchLane;
 use crate::store::audit::Actor;
 use crate::store::orders::{NewOrder, Placed};
 use crate::store::placement::Placement;
@@ -35,29 +35,10 @@ struct Waiting {
     answer: oneshot::Sender<StoreResult<Placed>>,
 }
 
-#[derive(Default)]
-struct Lane {
-    queue: Mutex<Vec<Waiting>>,
-    busy: AtomicBool,
-}
-
-/// Resets a lane whose batch panicked: the checkouts queued in it are answered
-/// with an error (their senders dropped) and the next one starts a new drainer.
-struct PanicGuard<'a>(&'a Lane);
-
-impl Drop for PanicGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            lock(&self.0.queue).clear();
-            self.0.busy.store(false, Ordering::SeqCst);
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct OrderBatches {
     store: Store,
-    lanes: Arc<Vec<Lane>>,
+    lanes: Arc<Vec<BatchLane<Waiting>>>,
 }
 
 impl OrderBatches {
@@ -65,7 +46,7 @@ impl OrderBatches {
     /// `lanes` on PostgreSQL.
     pub fn new(store: Store, lanes: usize) -> Self {
         let lanes = if store.writers_queue() { 1 } else { lanes.max(1) };
-        Self { store, lanes: Arc::new((0..lanes).map(|_| Lane::default()).collect()) }
+        Self { store, lanes: Arc::new((0..lanes).map(|_| BatchLane::default()).collect()) }
     }
 
     /// Places `order` in the next batch of its lane and waits for its outcome.
@@ -78,8 +59,7 @@ impl OrderBatches {
         let (answer, outcome) = oneshot::channel();
         let waiting =
             Waiting { order, scope: idempotency.0.to_owned(), key: idempotency.1.to_owned(), actor: actor.clone(), answer };
-        lock(&self.lanes[lane].queue).push(waiting);
-        if !self.lanes[lane].busy.swap(true, Ordering::SeqCst) {
+        if self.lanes[lane].push(waiting) {
             // The batch runs in its own task: a buyer who hangs up must not take
             // the other buyers' orders down with their request.
             let this = self.clone();
@@ -90,22 +70,8 @@ impl OrderBatches {
 
     async fn drain(&self, lane: usize) {
         let lane = &self.lanes[lane];
-        let _guard = PanicGuard(lane);
-        loop {
-            let batch: Vec<Waiting> = {
-                let mut queue = lock(&lane.queue);
-                let n = queue.len().min(MAX_BATCH);
-                queue.drain(..n).collect()
-            };
-            if batch.is_empty() {
-                lane.busy.store(false, Ordering::SeqCst);
-                // A checkout queued between the look and the store above found the
-                // lane busy and left its order to us.
-                if lock(&lane.queue).is_empty() || lane.busy.swap(true, Ordering::SeqCst) {
-                    return;
-                }
-                continue;
-            }
+        let _guard = lane.guard();
+        while let Some(batch) = lane.next_batch(MAX_BATCH) {
             self.run(batch).await;
         }
     }
@@ -157,8 +123,4 @@ impl OrderBatches {
         }
         Ok(placed)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

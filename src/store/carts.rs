@@ -2,12 +2,14 @@
 //! quantity); every price is read from the catalog whenever the cart is shown or
 //! checked out, never stored from the client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::read_batches::BatchedRead;
 use super::rows::{id, int, json, opt_id, opt_int, opt_text, text};
-use super::{Store, StoreError, StoreResult, new_id, now};
+use super::{SqlBuilder, Store, StoreError, StoreResult, new_id, now};
 use crate::domain::catalog::ProductStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,18 +71,135 @@ fn cart_row(r: &sqlx::any::AnyRow) -> StoreResult<CartRecord> {
     })
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CheckoutProbe {
     pub cart: Option<CartRecord>,
     pub lines: Vec<ProbeLine>,
     pub key_used: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ProbeLine {
     pub variant_id: Uuid,
     pub sku: String,
     pub quantity: i64,
+}
+
+/// A checkout probe asked for: the cart, and the idempotency key in its scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeKey {
+    pub cart_id: Uuid,
+    pub scope: String,
+    pub key: String,
+}
+
+/// Checkout probes of many carts in two statements: the carts with their lines,
+/// and the keys used in their scopes.
+pub struct CheckoutProbes;
+
+impl BatchedRead for CheckoutProbes {
+    type Key = ProbeKey;
+    type Value = Arc<CheckoutProbe>;
+
+    async fn read(store: &Store, keys: &[ProbeKey]) -> StoreResult<HashMap<ProbeKey, Arc<CheckoutProbe>>> {
+        let mut q = SqlBuilder::new(
+            "SELECT c.id, c.customer_id, c.token_hash, c.currency, c.status, c.expires_at, c.updated_at,
+                    ci.variant_id, v.sku, ci.quantity
+             FROM carts c
+             LEFT JOIN cart_items ci ON ci.cart_id = c.id
+             LEFT JOIN variants v ON v.id = ci.variant_id
+             WHERE c.id IN (",
+        );
+        q.bind_list(keys.iter().map(|k| k.cart_id.to_string()).collect::<BTreeSet<_>>()).push(") ORDER BY c.id, ci.id");
+        let rows = q.build().fetch_all(&store.pool).await?;
+        let mut carts: HashMap<Uuid, CheckoutProbe> = HashMap::new();
+        for r in &rows {
+            let cart = cart_row(r)?;
+            let probe = carts.entry(cart.id).or_insert_with(|| CheckoutProbe { cart: Some(cart), ..CheckoutProbe::default() });
+            if let Some(variant_id) = opt_id(r, "variant_id")? {
+                probe.lines.push(ProbeLine { variant_id, sku: text(r, "sku")?, quantity: int(r, "quantity")? });
+            }
+        }
+        let mut q = SqlBuilder::new("SELECT scope, idem_key FROM idempotency_keys WHERE scope IN (");
+        q.bind_list(keys.iter().map(|k| k.scope.as_str()).collect::<BTreeSet<_>>()).push(")");
+        let used: HashSet<(String, String)> = q
+            .build()
+            .fetch_all(&store.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((text(r, "scope")?, text(r, "idem_key")?)))
+            .collect::<StoreResult<_>>()?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let mut probe = carts.get(&k.cart_id).cloned().unwrap_or_default();
+                probe.key_used = used.contains(&(k.scope.clone(), k.key.clone()));
+                (k.clone(), Arc::new(probe))
+            })
+            .collect())
+    }
+}
+
+/// A cart line with its price in each currency asked.
+type PricedLine = (CartLine, BTreeMap<String, i64>);
+
+/// Cart lines of many carts, each priced in the currency asked, in one statement.
+pub struct CartLines;
+
+impl BatchedRead for CartLines {
+    type Key = (Uuid, String);
+    type Value = Vec<CartLine>;
+
+    async fn read(store: &Store, keys: &[(Uuid, String)]) -> StoreResult<HashMap<(Uuid, String), Vec<CartLine>>> {
+        let mut q = SqlBuilder::new(
+            "SELECT ci.cart_id, ci.id, ci.variant_id, ci.quantity, v.sku, v.options, v.weight_grams, p.id AS product_id,
+                    p.title, p.status, vp.currency, vp.amount_minor
+             FROM cart_items ci
+             JOIN variants v ON v.id = ci.variant_id
+             JOIN products p ON p.id = v.product_id
+             LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency IN (",
+        );
+        q.bind_list(keys.iter().map(|(_, c)| c.as_str()).collect::<BTreeSet<_>>()).push(") WHERE ci.cart_id IN (");
+        q.bind_list(keys.iter().map(|(c, _)| c.to_string()).collect::<BTreeSet<_>>()).push(") ORDER BY ci.cart_id, ci.id");
+        // A line comes once per currency it is priced in among those asked (or
+        // once unpriced): each key takes its currency's price.
+        let mut by_cart: HashMap<Uuid, Vec<PricedLine>> = HashMap::new();
+        for r in &q.build().fetch_all(&store.pool).await? {
+            let lines = by_cart.entry(id(r, "cart_id")?).or_default();
+            let line_id = id(r, "id")?;
+            if lines.last().is_none_or(|(l, _)| l.id != line_id) {
+                let status = text(r, "status")?;
+                let line = CartLine {
+                    id: line_id,
+                    variant_id: id(r, "variant_id")?,
+                    quantity: int(r, "quantity")?,
+                    sku: text(r, "sku")?,
+                    title: text(r, "title")?,
+                    product_id: id(r, "product_id")?,
+                    product_status: ProductStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("product status {status}")))?,
+                    options: json(r, "options")?,
+                    unit_price: None,
+                    weight_grams: opt_int(r, "weight_grams")?.unwrap_or(0),
+                };
+                lines.push((line, BTreeMap::new()));
+            }
+            if let (Some(currency), Some(amount), Some((_, prices))) =
+                (opt_text(r, "currency")?, opt_int(r, "amount_minor")?, lines.last_mut())
+            {
+                prices.insert(currency, amount);
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|(cart, currency)| {
+                let lines = by_cart.get(cart).map_or_else(Vec::new, |lines| {
+                    lines.iter().map(|(l, prices)| CartLine { unit_price: prices.get(currency).copied(), ..l.clone() }).collect()
+                });
+                ((*cart, currency.clone()), lines)
+            })
+            .collect())
+    }
 }
 
 const SELECT_CART: &str = "SELECT id, customer_id, token_hash, currency, status, expires_at, updated_at FROM carts";
@@ -135,64 +254,18 @@ impl Store {
 
     /// What checkout's sold-out shortcut needs, in one read: the cart, its lines
     /// (in the order checkout numbers them) and whether the Idempotency-Key was used.
-    pub async fn checkout_probe(&self, cart_id: Uuid, scope: &str, key: &str) -> StoreResult<CheckoutProbe> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.customer_id, c.token_hash, c.currency, c.status, c.expires_at, c.updated_at,
-                    ci.variant_id, v.sku, ci.quantity,
-                    (SELECT COUNT(*) FROM idempotency_keys WHERE scope = $2 AND idem_key = $3) AS key_used
-             FROM carts c
-             LEFT JOIN cart_items ci ON ci.cart_id = c.id
-             LEFT JOIN variants v ON v.id = ci.variant_id
-             WHERE c.id = $1 ORDER BY ci.id",
-        )
-        .bind(cart_id.to_string())
-        .bind(scope)
-        .bind(key)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut probe = CheckoutProbe { cart: rows.first().map(cart_row).transpose()?, ..CheckoutProbe::default() };
-        for r in &rows {
-            probe.key_used |= int(r, "key_used")? > 0;
-            if let Some(variant_id) = opt_id(r, "variant_id")? {
-                probe.lines.push(ProbeLine { variant_id, sku: text(r, "sku")?, quantity: int(r, "quantity")? });
-            }
-        }
-        Ok(probe)
+    /// What checkout needs to know first about a cart: whose it is, its lines'
+    /// variants, and whether this idempotency key was used on it. Concurrent
+    /// checkouts read theirs together ([`CheckoutProbes`]).
+    pub async fn checkout_probe(&self, cart_id: Uuid, scope: &str, key: &str) -> StoreResult<Arc<CheckoutProbe>> {
+        let asked = ProbeKey { cart_id, scope: scope.to_owned(), key: key.to_owned() };
+        Ok(self.reads.probes.load(self, asked).await?.unwrap_or_default())
     }
 
+    /// The cart's lines with what the catalog says about them now, priced in
+    /// the cart's currency. Concurrent requests read theirs together ([`CartLines`]).
     pub async fn cart_lines(&self, cart: &CartRecord) -> StoreResult<Vec<CartLine>> {
-        let rows = sqlx::query(
-            "SELECT ci.id, ci.variant_id, ci.quantity, v.sku, v.options, v.weight_grams, p.id AS product_id, p.title, p.status,
-                    vp.amount_minor
-             FROM cart_items ci
-             JOIN variants v ON v.id = ci.variant_id
-             JOIN products p ON p.id = v.product_id
-             LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = $2
-             WHERE ci.cart_id = $1
-             ORDER BY ci.id",
-        )
-        .bind(cart.id.to_string())
-        .bind(cart.currency.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let status = text(r, "status")?;
-                Ok(CartLine {
-                    id: id(r, "id")?,
-                    variant_id: id(r, "variant_id")?,
-                    quantity: int(r, "quantity")?,
-                    sku: text(r, "sku")?,
-                    title: text(r, "title")?,
-                    product_id: id(r, "product_id")?,
-                    product_status: ProductStatus::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("product status {status}")))?,
-                    options: json(r, "options")?,
-                    unit_price: opt_int(r, "amount_minor")?,
-                    weight_grams: opt_int(r, "weight_grams")?.unwrap_or(0),
-                })
-            })
-            .collect()
+        Ok(self.reads.cart_lines.load(self, (cart.id, cart.currency.clone())).await?.unwrap_or_default())
     }
 
     /// A variant by id or SKU, with its product's status.

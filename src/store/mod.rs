@@ -26,6 +26,7 @@ pub mod payments;
 pub mod placement;
 pub mod promotions;
 pub mod rates;
+pub mod read_batches;
 pub mod refunds;
 pub mod rows;
 pub mod search_documents;
@@ -194,6 +195,17 @@ pub struct Store {
     sold_out: Arc<SoldOut>,
     versions: Arc<CatalogVersions>,
     automatic_promotions: Arc<promotions::AutomaticPromotions>,
+    reads: Arc<Reads>,
+}
+
+/// The queues of the reads concurrent requests share ([`read_batches`]).
+#[derive(Default)]
+struct Reads {
+    probes: Arc<read_batches::ReadBatches<carts::CheckoutProbes>>,
+    cart_lines: Arc<read_batches::ReadBatches<carts::CartLines>>,
+    coded_offers: Arc<read_batches::ReadBatches<promotions::CodedOffers>>,
+    tax_rates: Arc<read_batches::ReadBatches<rates::TaxRates>>,
+    shipping_options: Arc<read_batches::ReadBatches<rates::ShippingOptions>>,
 }
 
 macro_rules! migrations {
@@ -267,6 +279,7 @@ impl Store {
             sold_out: Arc::new(SoldOut::in_process()),
             versions: Arc::new(CatalogVersions::default()),
             automatic_promotions: Arc::default(),
+            reads: Arc::default(),
         })
     }
 

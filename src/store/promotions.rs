@@ -6,7 +6,7 @@
 //! locked by checkout, so an automatic sale for everyone adds no hot row. Every
 //! staff update recounts it from `order_discounts` under the row's lock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
+use super::read_batches::BatchedRead;
 use super::rows::{flag, id, int, json, opt_id, opt_int, opt_text, text};
 use super::{Dialect, SqlBuilder, Store, StoreError, StoreResult, Tx, format_time, new_id, now};
 use crate::domain::promotions::evaluate::Reason;
@@ -404,21 +405,10 @@ impl Store {
                 offers
             }
         };
-        let coded = sqlx::query(
-            "SELECT p.id, p.rules, p.uses, p.usage_limit, p.updated_at, cp.code, pc.single_use, pc.uses AS code_uses
-             FROM cart_promotions cp
-             JOIN promotion_codes pc ON pc.code = cp.code
-             JOIN promotions p ON p.id = pc.promotion_id
-             WHERE cp.cart_id = $1 ORDER BY cp.added_at, cp.code",
-        )
-        .bind(cart_id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let coded = self.reads.coded_offers.load(self, cart_id).await?.unwrap_or_default();
         let mut offers = Vec::with_capacity(automatic.len() + coded.len());
         offers.extend(automatic.iter().cloned());
-        for r in &coded {
-            offers.push(offer_row(r)?);
-        }
+        offers.extend(coded);
         let per_customer: Vec<String> = offers
             .iter()
             .filter(|o| o.blocked.is_none() && o.promotion.rules.per_customer_limit.is_some())
@@ -526,6 +516,30 @@ impl Store {
                 ))
             })
             .collect()
+    }
+}
+
+/// The promotions of the codes on many carts, in one statement.
+pub struct CodedOffers;
+
+impl BatchedRead for CodedOffers {
+    type Key = Uuid;
+    type Value = Vec<StoredOffer>;
+
+    async fn read(store: &Store, carts: &[Uuid]) -> StoreResult<HashMap<Uuid, Vec<StoredOffer>>> {
+        let mut q = SqlBuilder::new(
+            "SELECT cp.cart_id, p.id, p.rules, p.uses, p.usage_limit, p.updated_at, cp.code, pc.single_use, pc.uses AS code_uses
+             FROM cart_promotions cp
+             JOIN promotion_codes pc ON pc.code = cp.code
+             JOIN promotions p ON p.id = pc.promotion_id
+             WHERE cp.cart_id IN (",
+        );
+        q.bind_list(carts.iter().map(Uuid::to_string)).push(") ORDER BY cp.cart_id, cp.added_at, cp.code");
+        let mut offers: HashMap<Uuid, Vec<StoredOffer>> = HashMap::new();
+        for r in &q.build().fetch_all(&store.pool).await? {
+            offers.entry(id(r, "cart_id")?).or_default().push(offer_row(r)?);
+        }
+        Ok(offers)
     }
 }
 

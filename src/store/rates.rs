@@ -1,11 +1,14 @@
 //! Shipping options and tax rates: the store settings checkout prices with.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::{self, Actor, Change};
+use super::read_batches::BatchedRead;
 use super::rows::{flag, id, int, json, opt_int, text, to_json};
-use super::{Store, StoreError, StoreResult, new_id, now};
+use super::{SqlBuilder, Store, StoreError, StoreResult, new_id, now};
 use crate::domain::shipping::{Rate, ShippingRule};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -58,13 +61,50 @@ fn option_row(r: &sqlx::any::AnyRow) -> StoreResult<ShippingOption> {
     })
 }
 
-impl Store {
-    pub async fn shipping_options(&self) -> StoreResult<Vec<ShippingOption>> {
+/// All shipping options, read once for every request waiting.
+pub struct ShippingOptions;
+
+impl BatchedRead for ShippingOptions {
+    type Key = ();
+    type Value = Vec<ShippingOption>;
+
+    async fn read(store: &Store, _: &[()]) -> StoreResult<HashMap<(), Vec<ShippingOption>>> {
         let rows =
             sqlx::query("SELECT id, name, currency, countries, rate, free_over, active FROM shipping_options ORDER BY name, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&store.pool)
                 .await?;
-        rows.iter().map(option_row).collect()
+        Ok(HashMap::from([((), rows.iter().map(option_row).collect::<StoreResult<_>>()?)]))
+    }
+}
+
+/// Tax rates of many (country, region) pairs in one statement.
+pub struct TaxRates;
+
+impl BatchedRead for TaxRates {
+    type Key = (String, String);
+    type Value = i64;
+
+    async fn read(store: &Store, keys: &[(String, String)]) -> StoreResult<HashMap<(String, String), i64>> {
+        let mut q = SqlBuilder::new("SELECT country, region, rate_bp FROM tax_rates WHERE country IN (");
+        q.bind_list(keys.iter().map(|(c, _)| c.as_str()).collect::<BTreeSet<_>>()).push(")");
+        let mut rates: HashMap<(String, String), i64> = HashMap::new();
+        for r in &q.build().fetch_all(&store.pool).await? {
+            rates.insert((text(r, "country")?, text(r, "region")?), int(r, "rate_bp")?);
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|(country, region)| {
+                let own = (!region.is_empty()).then(|| rates.get(&(country.clone(), region.clone()))).flatten();
+                own.or_else(|| rates.get(&(country.clone(), String::new()))).map(|bp| ((country.clone(), region.clone()), *bp))
+            })
+            .collect())
+    }
+}
+
+impl Store {
+    /// Every shipping option; concurrent requests share one read ([`ShippingOptions`]).
+    pub async fn shipping_options(&self) -> StoreResult<Vec<ShippingOption>> {
+        Ok(self.reads.shipping_options.load(self, ()).await?.unwrap_or_default())
     }
 
     pub async fn create_shipping_option(&self, o: &NewShippingOption, actor: &Actor) -> StoreResult<ShippingOption> {
@@ -177,20 +217,9 @@ impl Store {
     }
 
     /// The rate for an address: the region's if one is set, else the country's, else 0.
+    /// The tax rate (basis points) for a country and region: the region's own
+    /// rate, else the country's, else 0. Concurrent requests share one read ([`TaxRates`]).
     pub async fn tax_rate_for(&self, country: &str, region: &str) -> StoreResult<i64> {
-        let rows = sqlx::query("SELECT region, rate_bp FROM tax_rates WHERE country = $1 AND (region = $2 OR region = '')")
-            .bind(country)
-            .bind(region)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut best: Option<(bool, i64)> = None;
-        for r in &rows {
-            let specific = !text(r, "region")?.is_empty();
-            let bp = int(r, "rate_bp")?;
-            if best.is_none_or(|(s, _)| specific && !s) {
-                best = Some((specific, bp));
-            }
-        }
-        Ok(best.map_or(0, |(_, bp)| bp))
+        Ok(self.reads.tax_rates.load(self, (country.to_owned(), region.to_owned())).await?.unwrap_or(0))
     }
 }

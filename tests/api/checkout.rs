@@ -1,5 +1,6 @@
 //! Carts, checkout, payments and stock, over HTTP, on both databases.
 
+use futures_util::future::join_all;
 use mercato::domain::signature;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -698,7 +699,103 @@ async fn the_checkout_answer_is_the_order_as_stored(app: TestApp) {
     assert_eq!(payment, ("succeeded".to_owned(), order["grand_total"].as_i64().unwrap(), "test".to_owned()));
 }
 
+/// Reads that concurrent requests share (carts with their lines and keys, lines
+/// priced per currency, codes, tax rates by region, shipping options) give each
+/// request what it reads alone.
+async fn concurrent_requests_share_reads_and_each_gets_its_own_answer(app: TestApp) {
+    use mercato::store::carts::CartRecord;
+    let token = app.owner_token().await;
+    let body = json!({
+        "title": "Duo", "status": "published",
+        "options": [{"name": "size", "values": ["A", "B"]}],
+        "variants": [
+            {"sku": "DUO-A", "options": {"size": "A"}, "prices": [{"currency": "EUR", "amount": 1000}, {"currency": "USD", "amount": 1200}]},
+            {"sku": "DUO-B", "options": {"size": "B"}, "prices": [{"currency": "EUR", "amount": 500}]},
+        ],
+    });
+    app.create_product(&token, body).await;
+    for (country, region, bp) in [("DE", "", 1900), ("DE", "BY", 700), ("FR", "", 2000)] {
+        let rate = json!({"country": country, "region": region, "rate_bp": bp, "name": "VAT"});
+        app.send(Method::PUT, "/v1/admin/tax-rates", Some(&token), Some(rate)).await.expect(200);
+    }
+    german_rates(&app, &token).await;
+    let promotion = app
+        .admin_post(
+            "/v1/admin/promotions",
+            &token,
+            json!({"name": "Ten", "action": {"type": "order_percent", "percent_bp": 1000}}),
+        )
+        .await
+        .expect(201);
+    let codes = format!("/v1/admin/promotions/{}/codes", promotion["id"].as_str().unwrap());
+    app.admin_post(&codes, &token, json!({"code": "TEN"})).await.expect(201);
+    let mut carts: Vec<CartRecord> = Vec::new();
+    for i in 0..12 {
+        let currency = if i % 2 == 0 { "EUR" } else { "USD" };
+        let cart = app.send(Method::POST, "/v1/carts", None, Some(json!({"currency": currency}))).await.expect(201);
+        let guest =
+            Guest { cart: cart["id"].as_str().unwrap().to_owned(), token: cart["cart_token"].as_str().unwrap().to_owned() };
+        app.add_to_cart(&guest, "DUO-A", 1 + i).await;
+        if i % 3 != 0 {
+            app.add_to_cart(&guest, "DUO-B", 1).await;
+        }
+        if i % 4 == 0 {
+            let path = format!("/v1/carts/{}/promotions", guest.cart);
+            app.cart_request(Method::POST, &path, &guest, Some(json!({"code": "TEN"}))).await.expect(200);
+        }
+        carts.push(app.store.cart(guest.cart.parse().unwrap()).await.unwrap().unwrap());
+    }
+    let regions = [("DE", ""), ("DE", "BY"), ("DE", "HH"), ("FR", "IDF"), ("US", "")];
+
+    // What each request reads, as a comparable string.
+    async fn read_all(store: &mercato::store::Store, carts: &[CartRecord], regions: &[(&str, &str)]) -> Vec<String> {
+        let mut reads: Vec<std::pin::Pin<Box<dyn Future<Output = String> + Send + '_>>> = Vec::new();
+        for cart in carts {
+            reads.push(Box::pin(async move {
+                let lines = store.cart_lines(cart).await.unwrap();
+                format!("{:?}", lines.iter().map(|l| (l.sku.clone(), l.quantity, l.unit_price)).collect::<Vec<_>>())
+            }));
+            reads.push(Box::pin(async move {
+                let scope = format!("checkout:{}", cart.id);
+                let probe = store.checkout_probe(cart.id, &scope, "key-1").await.unwrap();
+                let lines: Vec<_> = probe.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+                format!("{:?} {:?} {}", probe.cart.as_ref().map(|c| c.currency.clone()), lines, probe.key_used)
+            }));
+            reads.push(Box::pin(async move {
+                let offers = store.promotion_offers(cart.id, None, &mercato::store::now()).await.unwrap();
+                format!("{:?}", offers.iter().map(|o| o.promotion.id).collect::<Vec<_>>())
+            }));
+        }
+        for (country, region) in regions {
+            reads.push(Box::pin(async move { store.tax_rate_for(country, region).await.unwrap().to_string() }));
+        }
+        reads.push(Box::pin(async move { format!("{:?}", store.shipping_options().await.unwrap().len()) }));
+        join_all(reads).await
+    }
+    let mut alone = Vec::new();
+    for i in 0..carts.len() {
+        alone.extend(read_all(&app.store, &carts[i..=i], &[]).await.into_iter().take(3));
+    }
+    for region in &regions {
+        alone.extend(read_all(&app.store, &[], std::slice::from_ref(region)).await.into_iter().take(1));
+    }
+    alone.extend(read_all(&app.store, &[], &[]).await);
+    let together = read_all(&app.store, &carts, &regions).await;
+    assert_eq!(together, alone);
+
+    // And what they read is right: each currency's price, none where unpriced,
+    // the region's own rate or the country's, the codes of each cart.
+    assert_eq!(together[0], r#"[("DUO-A", 1, Some(1000))]"#);
+    assert_eq!(together[3], r#"[("DUO-A", 2, Some(1200)), ("DUO-B", 1, None)]"#);
+    assert_eq!(together[4], r#"Some("USD") [("DUO-A", 2), ("DUO-B", 1)] false"#);
+    assert_ne!(together[2], "[]", "cart 0 has a code");
+    assert_eq!(together[5], "[]", "cart 1 has none");
+    assert_eq!(&together[36..41], ["1900", "700", "1900", "2000", "0"]);
+    assert_eq!(together[41], "1");
+}
+
 on_both_databases!(
+    concurrent_requests_share_reads_and_each_gets_its_own_answer,
     the_checkout_answer_is_the_order_as_stored,
     staff_list_orders_by_status_email_time_and_total,
     a_checkout_that_died_after_placing_its_order_is_resumed_by_its_key,
