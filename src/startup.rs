@@ -122,6 +122,7 @@ impl Application {
             stripe_webhook_secret: settings.stripe_webhook_secret.clone(),
             reset_key: crate::auth::reset::reset_key(&secret),
         };
+        let foreground = Arc::new(jobs::Foreground::default());
         let state = AppState {
             store: store.clone(),
             tokens: TokenKeys::new(&secret, settings.access_token_ttl_secs, settings.refresh_token_ttl_secs),
@@ -131,6 +132,7 @@ impl Application {
             providers: providers.clone(),
             order_batches: crate::ops::order_batches::OrderBatches::new(store.clone(), ORDER_LANES),
             catalog,
+            foreground: foreground.clone(),
         };
         let limiter = Arc::new(InProcessLimiter::new(settings));
         spawn_limiter_cleanup(limiter.clone());
@@ -146,7 +148,8 @@ impl Application {
             housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule());
         }
         if settings.workers > 0 {
-            jobs::spawn_workers(&store, &registry, settings.workers, &worker_settings(settings));
+            let worker = jobs::WorkerSettings { foreground, ..worker_settings(settings) };
+            jobs::spawn_workers(&store, &registry, settings.workers, &worker);
         }
         // Wherever the stock jobs used to run, and with the housekeeping: a shop
         // always has some process folding its sales.

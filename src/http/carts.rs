@@ -122,6 +122,7 @@ pub async fn checkout(
     // Run to the end even if the client hangs up: a checkout stopped between the
     // provider's answer and the order's update would leave the two disagreeing.
     let (status, body) = tokio::spawn(async move {
+        let _in_flight = state.foreground.enter();
         let ctx = state.checkout_context();
         checkout::checkout(&ctx, id, &shopper, key.as_deref(), &body).await
     })

@@ -62,6 +62,8 @@ pub struct AppState {
     pub providers: Arc<[Arc<dyn PaymentProvider>]>,
     pub order_batches: crate::ops::order_batches::OrderBatches,
     pub catalog: Arc<CatalogReads>,
+    /// Checkouts in flight, which this process's job workers make way for.
+    pub foreground: Arc<crate::jobs::Foreground>,
 }
 
 /// What public catalog reads are served from.

@@ -4,6 +4,7 @@
 //! out. A job can therefore run more than once, never zero times: handlers must
 //! be idempotent (an effect keyed by the job's id or by the thing it acts on).
 
+pub mod foreground;
 pub mod retry_payment;
 
 use std::collections::HashMap;
@@ -13,6 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+
+pub use foreground::Foreground;
+use foreground::Hold;
 
 use crate::domain::backoff::retry_delay;
 use crate::store::Store;
@@ -94,6 +98,8 @@ pub struct WorkerSettings {
     pub batch: i64,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// This process's checkouts, which the worker makes way for ([`foreground`]).
+    pub foreground: Arc<Foreground>,
 }
 
 impl Default for WorkerSettings {
@@ -106,6 +112,7 @@ impl Default for WorkerSettings {
             batch: 10,
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(3600),
+            foreground: Arc::default(),
         }
     }
 }
@@ -160,9 +167,17 @@ async fn run_one(store: &Store, registry: &Registry, worker: &str, settings: &Wo
 
 /// Runs until the task is dropped: claim, run, and poll again when idle.
 pub async fn work(store: Store, registry: Registry, worker: String, settings: WorkerSettings) {
+    let mut hold = Hold::default();
     loop {
+        if hold.wait(settings.foreground.busy(), std::time::Instant::now()) {
+            tokio::time::sleep(foreground::HOLD_STEP).await;
+            continue;
+        }
         match run_once(&store, &registry, &worker, &settings).await {
-            Ok(0) => tokio::time::sleep(settings.idle_poll).await,
+            Ok(0) => {
+                hold.drained();
+                tokio::time::sleep(settings.idle_poll).await;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, worker = %worker, "job worker could not reach the queue");

@@ -53,6 +53,7 @@ fn quick() -> WorkerSettings {
         batch: 10,
         retry_base: Duration::ZERO,
         retry_cap: Duration::ZERO,
+        ..WorkerSettings::default()
     }
 }
 

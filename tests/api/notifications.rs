@@ -143,6 +143,7 @@ fn quick() -> WorkerSettings {
         batch: 10,
         retry_base: Duration::ZERO,
         retry_cap: Duration::ZERO,
+        ..WorkerSettings::default()
     }
 }
 
