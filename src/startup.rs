@@ -131,6 +131,7 @@ impl Application {
             shop: Arc::new(shop),
             providers: providers.clone(),
             order_batches: crate::ops::order_batches::OrderBatches::new(store.clone(), ORDER_LANES),
+            payment_batches: crate::ops::payment_batches::PaymentBatches::new(store.clone()),
             catalog,
             foreground: foreground.clone(),
         };

@@ -61,6 +61,7 @@ pub struct AppState {
     pub shop: Arc<Shop>,
     pub providers: Arc<[Arc<dyn PaymentProvider>]>,
     pub order_batches: crate::ops::order_batches::OrderBatches,
+    pub payment_batches: crate::ops::payment_batches::PaymentBatches,
     pub catalog: Arc<CatalogReads>,
     /// Checkouts in flight, which this process's job workers make way for.
     pub foreground: Arc<crate::jobs::Foreground>,
@@ -99,6 +100,7 @@ impl AppState {
         CheckoutContext {
             store: &self.store,
             batches: &self.order_batches,
+            payments: &self.payment_batches,
             providers: &self.providers,
             carts: self.shop.carts,
             reservation_ttl: self.shop.reservation_ttl,

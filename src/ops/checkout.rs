@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::carts::{self, CartSettings, Destination, ShippingError, Shopper};
+use super::payment_batches::Accepted;
 use super::promotions::PromotionContext;
 use crate::auth::tokens::hash_refresh_token;
 use crate::config::PaymentUnavailable;
@@ -95,6 +96,8 @@ pub struct CheckoutContext<'a> {
     pub store: &'a Store,
     /// Places orders, concurrent ones together.
     pub batches: &'a crate::ops::order_batches::OrderBatches,
+    /// Marks orders paid, concurrent ones together.
+    pub payments: &'a crate::ops::payment_batches::PaymentBatches,
     pub providers: &'a [Arc<dyn PaymentProvider>],
     pub carts: CartSettings,
     pub reservation_ttl: Duration,
@@ -633,6 +636,20 @@ async fn charge(
         _ => None,
     };
     let keyed = paid.as_ref().map(|p| p.keyed(scope, key));
+    if let (Some(paid), Some(keyed)) = (&paid, &keyed) {
+        // Recorded with the payments answered at the same moment. An order that
+        // moved on meanwhile (expired, paid by its webhook) takes the single
+        // path below, which judges each case.
+        let accepted = Accepted {
+            order_id: order.id,
+            status: outcome.status,
+            reference: outcome.reference.as_deref(),
+            reason: &outcome.reason,
+        };
+        if ctx.payments.pay(accepted, keyed).await? {
+            return Ok(Answered { status: StatusCode::CREATED, body: paid.body.clone(), stored: true });
+        }
+    }
     let (status, reference, stored) = settle(ctx.store, &mut order, provider.name(), outcome, keyed.as_ref()).await?;
     if status == "declined" {
         return Err(ApiError::PaymentDeclined(order.number));

@@ -14,6 +14,7 @@ pub mod housekeeping;
 pub mod import;
 pub mod order_batches;
 pub mod password_reset;
+pub mod payment_batches;
 pub mod payments;
 pub mod promotions;
 pub mod refunds;

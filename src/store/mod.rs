@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod orders;
 pub mod password_resets;
+pub mod paying;
 pub mod payments;
 pub mod placement;
 pub mod promotions;

@@ -698,7 +698,7 @@ pub struct OrderHistoryEntry {
 }
 
 /// The `status` column of an order row.
-fn order_status(r: &sqlx::any::AnyRow) -> StoreResult<OrderStatus> {
+pub(super) fn order_status(r: &sqlx::any::AnyRow) -> StoreResult<OrderStatus> {
     let status = text(r, "status")?;
     OrderStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("order status {status}")))
 }

@@ -794,6 +794,131 @@ async fn concurrent_requests_share_reads_and_each_gets_its_own_answer(app: TestA
     assert_eq!(together[41], "1");
 }
 
+/// Marking orders paid in one batch writes, order by order, what the single
+/// path (`settle_payment`) writes; orders that moved on and repeats are left alone.
+async fn paying_orders_together_writes_what_paying_each_alone_does(app: TestApp) {
+    use mercato::domain::order_status::{OrderEvent, OrderStatus};
+    use mercato::store::audit::Actor;
+    use mercato::store::idempotency::KeyAnswer;
+    use mercato::store::paying::Paying;
+    use sqlx::Row;
+
+    let staff = app.owner_token().await;
+    german_rates(&app, &staff).await;
+    stocked_product(&app, &staff, "Batch Tee", &[("PB-1", 1000, 20)]).await;
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        let guest = app.guest_cart().await;
+        app.add_to_cart(&guest, "PB-1", 1 + i % 2).await;
+        let placed = app.checkout(&guest, &format!("pb-{i}"), "tok_async").await.expect(201);
+        orders.push(placed["order"]["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+        app.store.claim_idempotency_key("pay-test", &format!("k{i}"), "h").await.unwrap();
+    }
+    let provider = Actor { kind: "provider", id: None, request_id: None };
+    let body = |i: usize| format!("{{\"answer\":{i}}}");
+    let answer = |i: usize, body: &str| -> KeyAnswer<'static> {
+        KeyAnswer {
+            scope: "pay-test",
+            key: Box::leak(format!("k{i}").into_boxed_str()),
+            when: OrderStatus::Paid,
+            status: 201,
+            body: Box::leak(body.to_owned().into_boxed_str()),
+        }
+    };
+    // Alone: order 0 succeeded, order 1 authorized; order 5 declined (moved on).
+    for (i, status, reason) in [(0, "succeeded", "payment succeeded"), (1, "authorized", "payment authorized")] {
+        let a = answer(i, &body(i));
+        let to = app
+            .store
+            .settle_payment(orders[i], (status, Some("pay_ref_x")), OrderEvent::PaymentSucceeded, &provider, reason, Some(&a))
+            .await
+            .unwrap();
+        assert_eq!(to, OrderStatus::Paid);
+    }
+    app.store
+        .settle_payment(orders[5], ("declined", None), OrderEvent::PaymentFailed, &provider, "declined", None)
+        .await
+        .unwrap();
+    // Together: orders 2 (as 0) and 3 (as 1), order 3 again, order 5 (failed), order 0 (paid already).
+    let batch = [
+        (2, "succeeded", "payment succeeded"),
+        (3, "authorized", "payment authorized"),
+        (3, "succeeded", "again"),
+        (5, "succeeded", "late"),
+        (0, "succeeded", "twice"),
+    ];
+    let paying: Vec<Paying<'_>> = batch
+        .iter()
+        .map(|(i, status, reason)| Paying {
+            order_id: orders[*i],
+            status,
+            reference: Some("pay_ref_x"),
+            reason,
+            answer: answer(*i, &body(*i)),
+        })
+        .collect();
+    assert_eq!(app.store.pay_orders(&paying, &provider).await.unwrap(), [true, true, false, false, false]);
+
+    // Everything the transition writes, for one order, without ids and times.
+    let state = |order: uuid::Uuid, i: usize| {
+        let pool = app.store.pool().clone();
+        async move {
+            let one = |sql: &'static str| {
+                let pool = pool.clone();
+                async move {
+                    let rows = sqlx::query(sql).bind(order.to_string()).fetch_all(&pool).await.unwrap();
+                    rows.iter()
+                        .map(|r| {
+                            (0..r.len())
+                                .map(|c| {
+                                    r.try_get::<Option<String>, _>(c)
+                                        .ok()
+                                        .flatten()
+                                        .unwrap_or_else(|| r.try_get::<i64, _>(c).map(|n| n.to_string()).unwrap_or_default())
+                                })
+                                .collect::<Vec<_>>()
+                                .join("|")
+                        })
+                        .collect::<Vec<_>>()
+                }
+            };
+            let mut all = Vec::new();
+            all.extend(one("SELECT status FROM orders WHERE id = $1").await);
+            all.extend(one("SELECT status, CASE WHEN provider_ref LIKE 'pay\\_%' ESCAPE '\\' THEN 'the first reference' ELSE provider_ref END FROM payments WHERE order_id = $1").await);
+            all.extend(
+                one("SELECT status, CAST(quantity AS BIGINT) FROM reservations WHERE order_id = $1 ORDER BY status").await,
+            );
+            all.extend(one("SELECT from_status, to_status, actor_type, reason FROM order_events WHERE order_id = $1 ORDER BY created_at, to_status").await);
+            all.extend(one("SELECT kind FROM jobs WHERE kind = 'order.paid' AND payload LIKE '%' || $1 || '%'").await);
+            let key = sqlx::query("SELECT state, CAST(response_status AS BIGINT) AS s, response_body FROM idempotency_keys WHERE scope = 'pay-test' AND idem_key = $1")
+                .bind(format!("k{i}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            all.push(format!("{}|{}", key.get::<String, _>(0), key.get::<Option<i64>, _>(1).unwrap_or_default()));
+            all.push(key.get::<Option<String>, _>(2).unwrap_or_default().replace(&i.to_string(), "N"));
+            all
+        }
+    };
+    let (alone_succeeded, together_succeeded) = (state(orders[0], 0).await, state(orders[2], 2).await);
+    assert_eq!(together_succeeded, alone_succeeded);
+    assert_eq!(alone_succeeded[0], "paid");
+    assert!(alone_succeeded.iter().any(|r| r == "pending_payment|paid|provider|payment succeeded"), "{alone_succeeded:?}");
+    assert!(alone_succeeded.contains(&"order.paid".to_owned()));
+    assert!(alone_succeeded.contains(&"done|201".to_owned()));
+    let (alone_authorized, together_authorized) = (state(orders[1], 1).await, state(orders[3], 3).await);
+    assert_eq!(together_authorized, alone_authorized);
+    assert!(alone_authorized[1].starts_with("authorized|"), "{alone_authorized:?}");
+    // Left alone: the failed order and the one paid before, as they were.
+    let failed = state(orders[5], 5).await;
+    assert_eq!(failed[0], "payment_failed");
+    assert!(!failed.contains(&"order.paid".to_owned()));
+    assert_eq!(failed.last().map(String::as_str), Some(""), "no answer stored for an order that was not paid");
+    assert_eq!(state(orders[0], 0).await, alone_succeeded);
+    let untouched = state(orders[4], 4).await;
+    assert_eq!(untouched[0], "pending_payment");
+}
+
 on_both_databases!(
     concurrent_requests_share_reads_and_each_gets_its_own_answer,
     the_checkout_answer_is_the_order_as_stored,
@@ -809,3 +934,27 @@ on_both_databases!(
     bad_cart_input_is_refused_without_changing_anything,
     stock_adjustments_are_ledgered_guarded_and_reconciled,
 );
+
+/// With the test provider's webhooks far off, so `tok_async` orders stay waiting for their payment.
+mod slow_webhooks {
+    use crate::helpers::{Backend, spawn_app_with, test_settings};
+
+    async fn run(backend: Backend) {
+        let mut settings = test_settings();
+        settings.test_payment_latency_ms = 600_000;
+        let app = spawn_app_with(backend, settings).await;
+        let cleanup = app.cleanup();
+        super::paying_orders_together_writes_what_paying_each_alone_does(app).await;
+        cleanup.run().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paying_orders_together_writes_what_paying_each_alone_does_sqlite() {
+        run(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paying_orders_together_writes_what_paying_each_alone_does_postgres() {
+        run(Backend::Postgres).await;
+    }
+}
