@@ -2,10 +2,14 @@
 //! the answer is stored when the work ends. The primary key on `(scope, idem_key)`
 //! is what makes two concurrent requests with one key see one winner.
 
+use std::collections::BTreeSet;
+
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::rows::{opt_id, opt_int, opt_text, text};
-use super::{Store, StoreResult, format_time, now};
+use super::{SqlBuilder, Store, StoreResult, format_time, now};
+use crate::batch_lane::BatchLane;
 use crate::domain::order_status::OrderStatus;
 
 /// How long a running request holds its key before another may take it over
@@ -61,12 +65,94 @@ pub(super) async fn store_answer(
     Ok(())
 }
 
+/// The most keys one statement claims.
+const MAX_CLAIMS: usize = 256;
+
+/// A key to claim, and where to say whether this caller inserted it.
+struct NewKey {
+    scope: String,
+    key: String,
+    request_hash: String,
+    /// `Some(true)`: inserted for this caller; `Some(false)`: it was there (or a
+    /// caller earlier in the batch had it); `None`: the batch failed.
+    inserted: oneshot::Sender<Option<bool>>,
+}
+
+/// Group claims: keys that arrive together are inserted by one statement and
+/// one commit ([`crate::batch_lane`]). Only the first insert of a key claims
+/// it, so two requests with one key still see one winner.
+#[derive(Default)]
+pub(super) struct ClaimBatches {
+    lane: BatchLane<NewKey>,
+}
+
+impl ClaimBatches {
+    /// Whether this call inserted the key (`None`: ask alone).
+    async fn insert(self: &std::sync::Arc<Self>, store: &Store, scope: &str, key: &str, request_hash: &str) -> Option<bool> {
+        let (inserted, answer) = oneshot::channel();
+        let new = NewKey { scope: scope.to_owned(), key: key.to_owned(), request_hash: request_hash.to_owned(), inserted };
+        if self.lane.push(new) {
+            let (this, store) = (self.clone(), store.clone());
+            tokio::spawn(async move { this.drain(&store).await });
+        }
+        answer.await.ok().flatten()
+    }
+
+    async fn drain(&self, store: &Store) {
+        let _guard = self.lane.guard();
+        while let Some(batch) = self.lane.next_batch(MAX_CLAIMS) {
+            let (ts, lease, keep) = (now(), later(LEASE_SECS), later(KEEP_SECS));
+            let mut q = SqlBuilder::new(
+                "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until, created_at, expires_at) VALUES ",
+            );
+            q.bind_rows(batch.iter().map(|k| {
+                vec![
+                    k.scope.as_str().into(),
+                    k.key.as_str().into(),
+                    k.request_hash.as_str().into(),
+                    "running".into(),
+                    lease.as_str().into(),
+                    ts.as_str().into(),
+                    keep.as_str().into(),
+                ]
+            }));
+            q.push(" ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key");
+            match q.build().fetch_all(&store.pool).await {
+                Ok(rows) => {
+                    let mut inserted: BTreeSet<(String, String)> =
+                        rows.iter().filter_map(|r| Some((text(r, "scope").ok()?, text(r, "idem_key").ok()?))).collect();
+                    for k in batch {
+                        // The first caller of a key in the batch has it; a repeat finds it taken.
+                        let mine = inserted.remove(&(k.scope, k.key));
+                        let _ = k.inserted.send(Some(mine));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, keys = batch.len(), "batched key claim failed; its callers claim alone");
+                    for k in batch {
+                        let _ = k.inserted.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn later(secs: i64) -> String {
     format_time(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs))
 }
 
 impl Store {
     pub async fn claim_idempotency_key(&self, scope: &str, key: &str, request_hash: &str) -> StoreResult<Claim> {
+        // Claimed with the keys arriving at the same moment; a key that was there
+        // already (or a failed batch) is judged alone.
+        if self.claims.insert(self, scope, key, request_hash).await == Some(true) {
+            return Ok(Claim::Fresh);
+        }
+        self.claim_alone(scope, key, request_hash).await
+    }
+
+    async fn claim_alone(&self, scope: &str, key: &str, request_hash: &str) -> StoreResult<Claim> {
         let ts = now();
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until, created_at, expires_at)
@@ -94,7 +180,7 @@ impl Store {
         .await?
         else {
             // Purged between the insert and the read: a fresh start is correct.
-            return Box::pin(self.claim_idempotency_key(scope, key, request_hash)).await;
+            return Box::pin(self.claim_alone(scope, key, request_hash)).await;
         };
         if text(&row, "request_hash")? != request_hash {
             return Ok(Claim::Mismatch);

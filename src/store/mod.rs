@@ -197,6 +197,7 @@ pub struct Store {
     versions: Arc<CatalogVersions>,
     automatic_promotions: Arc<promotions::AutomaticPromotions>,
     reads: Arc<Reads>,
+    claims: Arc<idempotency::ClaimBatches>,
 }
 
 /// The queues of the reads concurrent requests share ([`read_batches`]).
@@ -281,6 +282,7 @@ impl Store {
             versions: Arc::new(CatalogVersions::default()),
             automatic_promotions: Arc::default(),
             reads: Arc::default(),
+            claims: Arc::default(),
         })
     }
 

@@ -919,7 +919,31 @@ async fn paying_orders_together_writes_what_paying_each_alone_does(app: TestApp)
     assert_eq!(untouched[0], "pending_payment");
 }
 
+/// Keys claimed at the same moment share one statement, and a key still has
+/// one winner: of many concurrent claims of one key exactly one is fresh.
+async fn concurrent_claims_of_one_key_have_one_winner(app: TestApp) {
+    use mercato::store::idempotency::Claim;
+    let claims = (0..40).map(|i| {
+        let store = app.store.clone();
+        async move {
+            let key = if i % 2 == 0 { "same".to_owned() } else { format!("own-{i}") };
+            (key.clone(), store.claim_idempotency_key("claims", &key, "h").await.unwrap())
+        }
+    });
+    let claimed = join_all(claims).await;
+    let fresh_same = claimed.iter().filter(|(k, c)| k == "same" && *c == Claim::Fresh).count();
+    assert_eq!(fresh_same, 1, "{claimed:?}");
+    assert!(claimed.iter().filter(|(k, c)| k == "same" && *c != Claim::Fresh).all(|(_, c)| *c == Claim::InFlight));
+    assert!(claimed.iter().filter(|(k, _)| k != "same").all(|(_, c)| *c == Claim::Fresh), "{claimed:?}");
+    // Done, then claimed again with another body: the stored answer, or a mismatch.
+    app.store.finish_idempotency_key("claims", "own-1", 201, "{}").await.unwrap();
+    let again = join_all((0..3).map(|_| app.store.claim_idempotency_key("claims", "own-1", "h"))).await;
+    assert!(again.iter().all(|c| matches!(c, Ok(Claim::Replay { status: 201, .. }))), "{again:?}");
+    assert_eq!(app.store.claim_idempotency_key("claims", "own-1", "other").await.unwrap(), Claim::Mismatch);
+}
+
 on_both_databases!(
+    concurrent_claims_of_one_key_have_one_winner,
     concurrent_requests_share_reads_and_each_gets_its_own_answer,
     the_checkout_answer_is_the_order_as_stored,
     staff_list_orders_by_status_email_time_and_total,
