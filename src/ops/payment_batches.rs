@@ -1,9 +1,9 @@
 //! Group commit for the paid transition: the payments that come back from the
 //! provider at the same moment are recorded together ([`Store::pay_orders`]),
 //! one transaction and one commit for the lot, each checkout still answered on
-//! its own. One lane per process: the orders are distinct rows, locked in id
-//! order, so batches here and in other processes never wait on each other for
-//! long and cannot deadlock.
+//! its own. The orders are distinct rows, locked in id order, so batches (a few
+//! at once here, and in other processes) never wait on each other for long and
+//! cannot deadlock.
 
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ use crate::store::{Store, StoreError, StoreResult};
 
 /// The most orders one transaction marks paid.
 pub const MAX_BATCH: usize = 256;
+/// Batches in flight at once.
+const PARALLEL: usize = 2;
 
 struct Waiting {
     order_id: Uuid,
@@ -67,7 +69,7 @@ pub struct PaymentBatches {
 
 impl PaymentBatches {
     pub fn new(store: Store) -> Self {
-        Self { store, lane: Arc::default() }
+        Self { store, lane: Arc::new(BatchLane::new(PARALLEL)) }
     }
 
     /// Marks the order paid in the next batch, with `answer` stored under its

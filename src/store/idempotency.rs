@@ -81,9 +81,14 @@ struct NewKey {
 /// Group claims: keys that arrive together are inserted by one statement and
 /// one commit ([`crate::batch_lane`]). Only the first insert of a key claims
 /// it, so two requests with one key still see one winner.
-#[derive(Default)]
 pub(super) struct ClaimBatches {
     lane: BatchLane<NewKey>,
+}
+
+impl Default for ClaimBatches {
+    fn default() -> Self {
+        Self { lane: BatchLane::new(super::read_batches::PARALLEL) }
+    }
 }
 
 impl ClaimBatches {
@@ -91,47 +96,52 @@ impl ClaimBatches {
     async fn insert(self: &std::sync::Arc<Self>, store: &Store, scope: &str, key: &str, request_hash: &str) -> Option<bool> {
         let (inserted, answer) = oneshot::channel();
         let new = NewKey { scope: scope.to_owned(), key: key.to_owned(), request_hash: request_hash.to_owned(), inserted };
-        if self.lane.push(new) {
+        let drainer = || {
             let (this, store) = (self.clone(), store.clone());
             tokio::spawn(async move { this.drain(&store).await });
-        }
+        };
+        self.lane.submit(new, MAX_CLAIMS, |batch| Self::claim_batch(store, batch), drainer).await;
         answer.await.ok().flatten()
     }
 
     async fn drain(&self, store: &Store) {
         let _guard = self.lane.guard();
         while let Some(batch) = self.lane.next_batch(MAX_CLAIMS) {
-            let (ts, lease, keep) = (now(), later(LEASE_SECS), later(KEEP_SECS));
-            let mut q = SqlBuilder::new(
-                "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until, created_at, expires_at) VALUES ",
-            );
-            q.bind_rows(batch.iter().map(|k| {
-                vec![
-                    k.scope.as_str().into(),
-                    k.key.as_str().into(),
-                    k.request_hash.as_str().into(),
-                    "running".into(),
-                    lease.as_str().into(),
-                    ts.as_str().into(),
-                    keep.as_str().into(),
-                ]
-            }));
-            q.push(" ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key");
-            match q.build().fetch_all(&store.pool).await {
-                Ok(rows) => {
-                    let mut inserted: BTreeSet<(String, String)> =
-                        rows.iter().filter_map(|r| Some((text(r, "scope").ok()?, text(r, "idem_key").ok()?))).collect();
-                    for k in batch {
-                        // The first caller of a key in the batch has it; a repeat finds it taken.
-                        let mine = inserted.remove(&(k.scope, k.key));
-                        let _ = k.inserted.send(Some(mine));
-                    }
+            Self::claim_batch(store, batch).await;
+        }
+    }
+
+    async fn claim_batch(store: &Store, batch: Vec<NewKey>) {
+        let (ts, lease, keep) = (now(), later(LEASE_SECS), later(KEEP_SECS));
+        let mut q = SqlBuilder::new(
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until, created_at, expires_at) VALUES ",
+        );
+        q.bind_rows(batch.iter().map(|k| {
+            vec![
+                k.scope.as_str().into(),
+                k.key.as_str().into(),
+                k.request_hash.as_str().into(),
+                "running".into(),
+                lease.as_str().into(),
+                ts.as_str().into(),
+                keep.as_str().into(),
+            ]
+        }));
+        q.push(" ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key");
+        match q.build().fetch_all(&store.pool).await {
+            Ok(rows) => {
+                let mut inserted: BTreeSet<(String, String)> =
+                    rows.iter().filter_map(|r| Some((text(r, "scope").ok()?, text(r, "idem_key").ok()?))).collect();
+                for k in batch {
+                    // The first caller of a key in the batch has it; a repeat finds it taken.
+                    let mine = inserted.remove(&(k.scope, k.key));
+                    let _ = k.inserted.send(Some(mine));
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, keys = batch.len(), "batched key claim failed; its callers claim alone");
-                    for k in batch {
-                        let _ = k.inserted.send(None);
-                    }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, keys = batch.len(), "batched key claim failed; its callers claim alone");
+                for k in batch {
+                    let _ = k.inserted.send(None);
                 }
             }
         }

@@ -5,10 +5,11 @@
 //! On a sale day hundreds of checkouts arrive in the same millisecond, and each
 //! used to read its cart on its own. A round trip costs the database far more in
 //! parsing, planning, scheduling and the socket than in the rows it returns, so
-//! the reads are grouped: while one batch is being read, new keys queue, and when
-//! it comes back everything queued goes in the next batch (up to [`MAX_KEYS`]
-//! distinct keys; [`crate::batch_lane`]). A quiet shop reads each key at once,
-//! alone; a busy one reads as many per statement as arrived during the last one.
+//! the reads are grouped: up to [`PARALLEL`] batches of a kind are read at once;
+//! while they all are, new keys queue, and when one comes back everything queued
+//! goes in its next batch (up to [`MAX_KEYS`] distinct keys; [`crate::batch_lane`]).
+//! A quiet shop reads each key at once, alone; a busy one reads as many per
+//! statement as arrived during the last one.
 //!
 //! A caller is only ever answered by a read that *started after it queued*, so a
 //! grouped read sees every write committed before the request asked — the same
@@ -46,9 +47,12 @@ pub struct ReadBatches<R: BatchedRead> {
     lane: BatchLane<Waiting<R>>,
 }
 
+/// Batches of one kind of read in flight at once.
+pub const PARALLEL: usize = 4;
+
 impl<R: BatchedRead> Default for ReadBatches<R> {
     fn default() -> Self {
-        Self { lane: BatchLane::default() }
+        Self { lane: BatchLane::new(PARALLEL) }
     }
 }
 
@@ -56,12 +60,13 @@ impl<R: BatchedRead> ReadBatches<R> {
     /// Reads `key` in the next batch.
     pub async fn load(self: &Arc<Self>, store: &Store, key: R::Key) -> StoreResult<Option<R::Value>> {
         let (answer, value) = oneshot::channel();
-        if self.lane.push((key.clone(), answer)) {
-            // The batch runs in its own task: a caller that goes away must not
+        let drainer = || {
+            // Further batches in their own task: a caller that goes away must not
             // leave the others waiting.
             let (this, store) = (self.clone(), store.clone());
             tokio::spawn(async move { this.drain(&store).await });
-        }
+        };
+        self.lane.submit((key.clone(), answer), MAX_KEYS, |batch| self.read_batch(store, batch), drainer).await;
         match value.await {
             Ok(Some(value)) => Ok(value),
             // The batch failed or stopped: read alone, for this request's own answer.
@@ -72,24 +77,28 @@ impl<R: BatchedRead> ReadBatches<R> {
     async fn drain(&self, store: &Store) {
         let _guard = self.lane.guard();
         while let Some(batch) = self.lane.next_batch(MAX_KEYS) {
-            let mut keys: Vec<R::Key> = Vec::with_capacity(batch.len());
-            for (k, _) in &batch {
-                if !keys.contains(k) {
-                    keys.push(k.clone());
+            self.read_batch(store, batch).await;
+        }
+    }
+
+    async fn read_batch(&self, store: &Store, batch: Vec<Waiting<R>>) {
+        let mut keys: Vec<R::Key> = Vec::with_capacity(batch.len());
+        for (k, _) in &batch {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        metrics::histogram!("mercato_read_batch_size", "read" => short_name::<R>()).record(keys.len() as f64);
+        match R::read(store, &keys).await {
+            Ok(values) => {
+                for (k, answer) in batch {
+                    let _ = answer.send(Some(values.get(&k).cloned()));
                 }
             }
-            metrics::histogram!("mercato_read_batch_size", "read" => short_name::<R>()).record(keys.len() as f64);
-            match R::read(store, &keys).await {
-                Ok(values) => {
-                    for (k, answer) in batch {
-                        let _ = answer.send(Some(values.get(&k).cloned()));
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, keys = keys.len(), "batched read failed; its callers read alone");
-                    for (_, answer) in batch {
-                        let _ = answer.send(None);
-                    }
+            Err(e) => {
+                tracing::debug!(error = %e, keys = keys.len(), "batched read failed; its callers read alone");
+                for (_, answer) in batch {
+                    let _ = answer.send(None);
                 }
             }
         }
