@@ -44,8 +44,9 @@ impl<T> BatchLane<T> {
         false
     }
 
-    /// Queues `item`; when a drainer may start, runs the first batch (which holds
-    /// `item`) right here in the caller's task, so a lane that is not saturated
+    /// Queues `item`; when a drainer may start, runs the first batch (usually
+    /// holding `item`, unless more than `max` were queued or another drainer took
+    /// it first) right here in the caller's task, so a lane that is not saturated
     /// costs no hop to another task, and leaves any further batches to a task
     /// started by `spawn_drainer`. If the caller is cancelled meanwhile, its slot
     /// is given back (and, if it was the last, the queue dropped: those callers
@@ -80,8 +81,8 @@ impl<T> BatchLane<T> {
     }
 
     /// The next batch (at most `max` items) for a draining task, or `None` when
-    /// the lane is empty and the task must stop.
-    pub fn next_batch(&self, max: usize) -> Option<Vec<T>> {
+    /// the lane is empty and the task must stop (its slot is given back).
+    fn next_batch(&self, max: usize) -> Option<Vec<T>> {
         let mut state = self.lock();
         if state.items.is_empty() {
             state.drainers -= 1;
@@ -91,11 +92,13 @@ impl<T> BatchLane<T> {
         Some(state.items.drain(..n).collect())
     }
 
-    /// Guards a draining task: if it panics, it no longer counts, and when it was
-    /// the last one the queued items are dropped (their callers see their answer
-    /// channels close) so that nobody waits for a task that is gone.
-    pub fn guard(&self) -> PanicGuard<'_, T> {
-        PanicGuard(self)
+    /// A draining task's handle on the lane. If the task stops before the lane
+    /// is empty (it panicked, or it was dropped at shutdown), its slot is given
+    /// back, and when it was the last one the queued items are dropped (their
+    /// callers see their answer channels close) so nobody waits for a task that
+    /// is gone.
+    pub fn drainer(&self) -> Drainer<'_, T> {
+        Drainer { lane: self, done: false }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
@@ -103,12 +106,25 @@ impl<T> BatchLane<T> {
     }
 }
 
-pub struct PanicGuard<'a, T>(&'a BatchLane<T>);
+pub struct Drainer<'a, T> {
+    lane: &'a BatchLane<T>,
+    done: bool,
+}
 
-impl<T> Drop for PanicGuard<'_, T> {
+impl<T> Drainer<'_, T> {
+    /// The next batch (at most `max` items), or `None` when the lane is empty
+    /// and the task must stop.
+    pub fn next_batch(&mut self, max: usize) -> Option<Vec<T>> {
+        let batch = self.lane.next_batch(max);
+        self.done = batch.is_none();
+        batch
+    }
+}
+
+impl<T> Drop for Drainer<'_, T> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.release();
+        if !self.done {
+            self.lane.release();
         }
     }
 }

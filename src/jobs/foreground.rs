@@ -57,23 +57,24 @@ pub struct Hold {
 }
 
 impl Hold {
-    /// Whether the worker should wait instead of claiming jobs now.
+    /// Whether the worker should wait instead of claiming jobs now. The hold is
+    /// counted from the first wait after the queue was last found empty, so a
+    /// load that dips below the mark now and then cannot stretch it.
     pub fn wait(&mut self, busy: bool, now: Instant) -> bool {
         if !busy || self.catching_up {
-            self.since = None;
             return false;
         }
         let since = *self.since.get_or_insert(now);
         if now.duration_since(since) < MAX_HOLD {
             return true;
         }
-        self.since = None;
         self.catching_up = true;
         false
     }
 
     /// The queue was found empty: the worker may hold back again.
     pub fn drained(&mut self) {
+        self.since = None;
         self.catching_up = false;
     }
 }
@@ -90,7 +91,8 @@ mod tests {
         let mut hold = Hold::default();
         assert!(!hold.wait(false, t0), "never holds when checkouts are few");
         assert!(hold.wait(true, t0));
-        assert!(hold.wait(true, t0 + MAX_HOLD / 2));
+        assert!(!hold.wait(false, t0 + MAX_HOLD / 4), "a dip: the worker runs a batch");
+        assert!(hold.wait(true, t0 + MAX_HOLD / 2), "and holds again, counted from the first wait");
         assert!(!hold.wait(true, t0 + MAX_HOLD), "held as long as it may");
         assert!(!hold.wait(true, t0 + MAX_HOLD * 2), "catching up: runs while the queue has jobs");
         hold.drained();
@@ -98,24 +100,23 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the load and the queue do, a worker never waits more than
-        /// MAX_HOLD in a row, and never waits when the process is not busy.
+        /// Whatever the load and the queue do, a worker never waits when the
+        /// process is not busy, and between two moments it finds the queue empty
+        /// it waits for at most MAX_HOLD in all, however the load dips meanwhile.
         #[test]
         fn never_holds_longer_than_the_bound(steps in prop::collection::vec((any::<bool>(), any::<bool>(), 0u64..300), 1..200)) {
             let mut now = Instant::now();
             let mut hold = Hold::default();
-            let mut waiting_since: Option<Instant> = None;
+            let mut first_wait: Option<Instant> = None;
             for (busy, empty, ms) in steps {
                 let waits = hold.wait(busy, now);
                 prop_assert!(busy || !waits);
                 if waits {
-                    let since = *waiting_since.get_or_insert(now);
+                    let since = *first_wait.get_or_insert(now);
                     prop_assert!(now.duration_since(since) < MAX_HOLD);
-                } else {
-                    waiting_since = None;
-                    if empty {
-                        hold.drained();
-                    }
+                } else if empty {
+                    hold.drained();
+                    first_wait = None;
                 }
                 now += Duration::from_millis(ms);
             }

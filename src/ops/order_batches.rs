@@ -70,8 +70,8 @@ impl OrderBatches {
 
     async fn drain(&self, lane: usize) {
         let lane = &self.lanes[lane];
-        let _guard = lane.guard();
-        while let Some(batch) = lane.next_batch(MAX_BATCH) {
+        let mut drainer = lane.drainer();
+        while let Some(batch) = drainer.next_batch(MAX_BATCH) {
             self.run(batch).await;
         }
     }

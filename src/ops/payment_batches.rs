@@ -75,6 +75,7 @@ impl PaymentBatches {
     /// Marks the order paid in the next batch, with `answer` stored under its
     /// key. `false` when the order was no longer waiting for its payment.
     pub async fn pay(&self, accepted: Accepted<'_>, answer: &KeyAnswer<'_>) -> StoreResult<bool> {
+        debug_assert_eq!(answer.when, OrderStatus::Paid, "only a paid order's answer is stored here");
         let (paid, outcome) = oneshot::channel();
         let waiting = Waiting {
             order_id: accepted.order_id,
@@ -96,8 +97,8 @@ impl PaymentBatches {
     }
 
     async fn drain(&self) {
-        let _guard = self.lane.guard();
-        while let Some(batch) = self.lane.next_batch(MAX_BATCH) {
+        let mut drainer = self.lane.drainer();
+        while let Some(batch) = drainer.next_batch(MAX_BATCH) {
             self.run(batch).await;
         }
     }

@@ -120,8 +120,9 @@ impl BatchedRead for CheckoutProbes {
                 probe.lines.push(ProbeLine { variant_id, sku: text(r, "sku")?, quantity: int(r, "quantity")? });
             }
         }
-        let mut q = SqlBuilder::new("SELECT scope, idem_key FROM idempotency_keys WHERE scope IN (");
-        q.bind_list(keys.iter().map(|k| k.scope.as_str()).collect::<BTreeSet<_>>()).push(")");
+        // The exact (scope, key) pairs asked, not every key ever used on these carts.
+        let mut q = SqlBuilder::new("SELECT scope, idem_key FROM idempotency_keys WHERE (scope, idem_key) IN (VALUES ");
+        q.bind_rows(keys.iter().map(|k| vec![k.scope.as_str().into(), k.key.as_str().into()])).push(")");
         let used: HashSet<(String, String)> = q
             .build()
             .fetch_all(&store.pool)
@@ -252,8 +253,6 @@ impl Store {
         q.build().fetch_optional(&self.pool).await?.as_ref().map(cart_row).transpose()
     }
 
-    /// What checkout's sold-out shortcut needs, in one read: the cart, its lines
-    /// (in the order checkout numbers them) and whether the Idempotency-Key was used.
     /// What checkout needs to know first about a cart: whose it is, its lines'
     /// variants, and whether this idempotency key was used on it. Concurrent
     /// checkouts read theirs together ([`CheckoutProbes`]).

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::rows::{opt_id, opt_int, opt_text, text};
-use super::{SqlBuilder, Store, StoreResult, format_time, now};
+use super::{SqlBuilder, Store, StoreError, StoreResult, format_time, now};
 use crate::batch_lane::BatchLane;
 use crate::domain::order_status::OrderStatus;
 
@@ -105,13 +105,16 @@ impl ClaimBatches {
     }
 
     async fn drain(&self, store: &Store) {
-        let _guard = self.lane.guard();
-        while let Some(batch) = self.lane.next_batch(MAX_CLAIMS) {
+        let mut drainer = self.lane.drainer();
+        while let Some(batch) = drainer.next_batch(MAX_CLAIMS) {
             Self::claim_batch(store, batch).await;
         }
     }
 
-    async fn claim_batch(store: &Store, batch: Vec<NewKey>) {
+    async fn claim_batch(store: &Store, mut batch: Vec<NewKey>) {
+        // Rows in key order, as every writer of several keys: two batches holding
+        // the same keys cannot deadlock on the unique index.
+        batch.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
         let (ts, lease, keep) = (now(), later(LEASE_SECS), later(KEEP_SECS));
         let mut q = SqlBuilder::new(
             "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, locked_until, created_at, expires_at) VALUES ",
@@ -128,10 +131,11 @@ impl ClaimBatches {
             ]
         }));
         q.push(" ON CONFLICT (scope, idem_key) DO NOTHING RETURNING scope, idem_key");
-        match q.build().fetch_all(&store.pool).await {
-            Ok(rows) => {
-                let mut inserted: BTreeSet<(String, String)> =
-                    rows.iter().filter_map(|r| Some((text(r, "scope").ok()?, text(r, "idem_key").ok()?))).collect();
+        let inserted = q.build().fetch_all(&store.pool).await.map_err(StoreError::from).and_then(|rows| {
+            rows.iter().map(|r| Ok((text(r, "scope")?, text(r, "idem_key")?))).collect::<StoreResult<BTreeSet<_>>>()
+        });
+        match inserted {
+            Ok(mut inserted) => {
                 for k in batch {
                     // The first caller of a key in the batch has it; a repeat finds it taken.
                     let mine = inserted.remove(&(k.scope, k.key));
@@ -139,7 +143,7 @@ impl ClaimBatches {
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, keys = batch.len(), "batched key claim failed; its callers claim alone");
+                tracing::warn!(error = %e, keys = batch.len(), "batched key claim failed; its callers claim alone");
                 for k in batch {
                     let _ = k.inserted.send(None);
                 }

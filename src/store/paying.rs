@@ -109,7 +109,7 @@ impl Store {
         super::jobs::enqueue_many_in(&mut tx, &events).await?;
 
         let mut q = SqlBuilder::new(
-            "UPDATE idempotency_keys SET state = 'done', response_status = CAST(v.column3 AS BIGINT), response_body = v.column4
+            "UPDATE idempotency_keys SET state = 'done', response_status = v.column3, response_body = v.column4
              FROM (VALUES ",
         );
         q.bind_rows(these.iter().map(|p| {

@@ -216,7 +216,6 @@ impl Store {
         Ok(rate)
     }
 
-    /// The rate for an address: the region's if one is set, else the country's, else 0.
     /// The tax rate (basis points) for a country and region: the region's own
     /// rate, else the country's, else 0. Concurrent requests share one read ([`TaxRates`]).
     pub async fn tax_rate_for(&self, country: &str, region: &str) -> StoreResult<i64> {

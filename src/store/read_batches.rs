@@ -75,19 +75,15 @@ impl<R: BatchedRead> ReadBatches<R> {
     }
 
     async fn drain(&self, store: &Store) {
-        let _guard = self.lane.guard();
-        while let Some(batch) = self.lane.next_batch(MAX_KEYS) {
+        let mut drainer = self.lane.drainer();
+        while let Some(batch) = drainer.next_batch(MAX_KEYS) {
             self.read_batch(store, batch).await;
         }
     }
 
     async fn read_batch(&self, store: &Store, batch: Vec<Waiting<R>>) {
-        let mut keys: Vec<R::Key> = Vec::with_capacity(batch.len());
-        for (k, _) in &batch {
-            if !keys.contains(k) {
-                keys.push(k.clone());
-            }
-        }
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let keys: Vec<R::Key> = batch.iter().filter(|(k, _)| seen.insert(k)).map(|(k, _)| k.clone()).collect();
         metrics::histogram!("mercato_read_batch_size", "read" => short_name::<R>()).record(keys.len() as f64);
         match R::read(store, &keys).await {
             Ok(values) => {
@@ -96,7 +92,7 @@ impl<R: BatchedRead> ReadBatches<R> {
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, keys = keys.len(), "batched read failed; its callers read alone");
+                tracing::warn!(error = %e, keys = keys.len(), "batched read failed; its callers read alone");
                 for (_, answer) in batch {
                     let _ = answer.send(None);
                 }

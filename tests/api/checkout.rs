@@ -746,6 +746,9 @@ async fn concurrent_requests_share_reads_and_each_gets_its_own_answer(app: TestA
         carts.push(app.store.cart(guest.cart.parse().unwrap()).await.unwrap().unwrap());
     }
     let regions = [("DE", ""), ("DE", "BY"), ("DE", "HH"), ("FR", "IDF"), ("US", "")];
+    // Cart 0's key was used; cart 1 has another key, which is not the one asked about.
+    app.store.claim_idempotency_key(&format!("checkout:{}", carts[0].id), "key-1", "h").await.unwrap();
+    app.store.claim_idempotency_key(&format!("checkout:{}", carts[1].id), "key-2", "h").await.unwrap();
 
     // What each request reads, as a comparable string.
     async fn read_all(store: &mercato::store::Store, carts: &[CartRecord], regions: &[(&str, &str)]) -> Vec<String> {
@@ -786,6 +789,7 @@ async fn concurrent_requests_share_reads_and_each_gets_its_own_answer(app: TestA
     // And what they read is right: each currency's price, none where unpriced,
     // the region's own rate or the country's, the codes of each cart.
     assert_eq!(together[0], r#"[("DUO-A", 1, Some(1000))]"#);
+    assert_eq!(together[1], r#"Some("EUR") [("DUO-A", 1)] true"#);
     assert_eq!(together[3], r#"[("DUO-A", 2, Some(1200)), ("DUO-B", 1, None)]"#);
     assert_eq!(together[4], r#"Some("USD") [("DUO-A", 2), ("DUO-B", 1)] false"#);
     assert_ne!(together[2], "[]", "cart 0 has a code");
