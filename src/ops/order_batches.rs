@@ -25,7 +25,7 @@ use crate::store::placement::Placement;
 use crate::store::{Store, StoreError, StoreResult};
 
 /// The most orders one transaction places.
-pub const MAX_BATCH: usize = 128;
+pub const MAX_BATCH: usize = 512;
 
 struct Waiting {
     order: Arc<NewOrder>,
