@@ -13,6 +13,11 @@
 //! 5. The answer is stored under the key for 24 hours: a paid order's in the
 //!    transaction that records the payment, built from the order as placed (the
 //!    order is not read back).
+//!
+//! Each database step is shared with the checkouts that arrive at the same
+//! moment: the first read and the pricing reads (`store::read_batches`), the key
+//! claim, placing (`order_batches`) and the paid transition (`payment_batches`),
+//! so a flash sale's storm costs a statement per group, not per buyer.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
