@@ -242,7 +242,24 @@ pub async fn price(
     stock: StockFlags,
     who: &PromotionContext,
 ) -> ApiResult<(Priced, Option<ShippingError>)> {
-    let lines = store.cart_lines(cart).await?;
+    // The lines and the shop's rates are independent reads: asked together, so a
+    // checkout waits for one round of grouped reads, not three.
+    let (lines, rate, options) = tokio::join!(
+        store.cart_lines(cart),
+        async {
+            match &destination.country {
+                Some(country) => store.tax_rate_for(country, &destination.region).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match &destination.country {
+                Some(_) => store.shipping_options().await.map(Some),
+                None => Ok(None),
+            }
+        },
+    );
+    let (lines, rate, options) = (lines?, rate?, options?);
     let available: std::collections::HashMap<Uuid, i64> = match stock {
         StockFlags::Read => {
             let ids: Vec<Uuid> = lines.iter().map(|l| l.variant_id).collect();
@@ -271,17 +288,10 @@ pub async fn price(
     let weight: i64 = buyable.iter().map(|l| l.weight_grams.saturating_mul(l.quantity)).sum();
     // Shipping is quoted on the subtotal before discounts.
     let subtotal: i64 = buyable.iter().map(|l| l.unit_price.unwrap_or(0).saturating_mul(l.quantity)).sum();
-    let (rate_bp, shipping, option_id, shipping_error) = match &destination.country {
-        None => (0, 0, None, None),
-        Some(country) => {
-            let rate = store.tax_rate_for(country, &destination.region).await?;
-            let options: Vec<(Uuid, shipping::ShippingRule)> = store
-                .shipping_options()
-                .await?
-                .into_iter()
-                .filter(|o| o.active && o.currency == cart.currency)
-                .map(|o| (o.id, o.rule()))
-                .collect();
+    let (rate_bp, shipping, option_id, shipping_error) = match (&destination.country, rate, options) {
+        (Some(country), Some(rate), Some(options)) => {
+            let options: Vec<(Uuid, shipping::ShippingRule)> =
+                options.into_iter().filter(|o| o.active && o.currency == cart.currency).map(|o| (o.id, o.rule())).collect();
             let chosen = match option {
                 Some(wanted) => match options.iter().find(|(id, _)| *id == wanted) {
                     None => Err(ShippingError::UnknownOption),
@@ -296,6 +306,8 @@ pub async fn price(
                 Err(e) => (rate as u32, 0, None, Some(e)),
             }
         }
+        // No address yet: no tax, no shipping.
+        _ => (0, 0, None, None),
     };
     let promotions = crate::ops::promotions::evaluate_cart(store, cart, &buyable, shipping, who).await?;
     let inputs: Vec<LineInput> = buyable
