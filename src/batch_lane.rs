@@ -207,7 +207,23 @@ mod tests {
         )
         .await;
         assert!(later.is_empty(), "the slot is busy: the item waits in the queue");
+        assert!(!spawned, "and no second drainer starts");
         assert_eq!(lane.next_batch(10), Some(vec![2, 3, 4]));
+
+        // An item that arrives during the caller's batch is left to a drainer task.
+        let busy = BatchLane::new(1);
+        busy.submit(
+            1,
+            10,
+            |_| {
+                assert!(!busy.push(2));
+                async {}
+            },
+            || spawned = true,
+        )
+        .await;
+        assert!(spawned, "a drainer takes over what arrived meanwhile");
+        assert_eq!(busy.next_batch(10), Some(vec![2]));
     }
 
     #[tokio::test]

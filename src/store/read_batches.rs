@@ -200,6 +200,7 @@ mod tests {
     struct Numbered;
     static NUMBERED_STARTED: AtomicUsize = AtomicUsize::new(0);
     static NUMBERED_GO: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    static NUMBERED_HELD: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
     impl BatchedRead for Numbered {
         type Key = ();
@@ -207,6 +208,7 @@ mod tests {
         async fn read(_: &Store, _: &[()]) -> StoreResult<HashMap<(), usize>> {
             let n = NUMBERED_STARTED.fetch_add(1, Ordering::SeqCst) + 1;
             if n == 1 {
+                NUMBERED_HELD.notify_one();
                 NUMBERED_GO.notified().await;
             }
             Ok(HashMap::from([((), n)]))
@@ -220,17 +222,15 @@ mod tests {
             let (store, lane) = (store.clone(), lane.clone());
             tokio::spawn(async move { lane.load(&store, ()).await })
         };
-        while NUMBERED_STARTED.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // The first read is under way: a load now must not take its (older) answer.
-        let second = {
-            let (store, lane) = (store.clone(), lane.clone());
-            tokio::spawn(async move { lane.load(&store, ()).await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        NUMBERED_HELD.notified().await;
+        // The first read is held: a load now must neither wait for it nor take its
+        // (older) answer. The timeout only turns a hang into a failure.
+        let second = tokio::time::timeout(Duration::from_secs(10), lane.load(&store, ()))
+            .await
+            .expect("answered while the first read is held")
+            .expect("no error");
+        assert_eq!(second, Some(2));
         NUMBERED_GO.notify_one();
         assert_eq!(first.await.expect("ran").expect("no error"), Some(1));
-        assert_eq!(second.await.expect("ran").expect("no error"), Some(2));
     }
 }
