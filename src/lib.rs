@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod loadtest;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod ops;

@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let small_pages = mercato::memory::small_pages_only();
     let cli = Cli::parse();
     let settings = match Settings::load() {
         Ok(s) => s,
@@ -19,6 +20,9 @@ async fn main() -> std::process::ExitCode {
         }
     };
     mercato::telemetry::init(&settings.log_format);
+    if let Err(e) = small_pages {
+        tracing::debug!(error = %e, "transparent huge pages stay as the system sets them");
+    }
     match run(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => match e.downcast::<mercato::loadtest::args::Exit>() {
