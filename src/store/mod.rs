@@ -323,9 +323,14 @@ impl Store {
     /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// SQLITE_BUSY regardless of the busy timeout.
     pub async fn begin(&self) -> StoreResult<Tx> {
+        self.begin_as("BEGIN").await
+    }
+
+    /// `postgres` opens the transaction on PostgreSQL (one round trip whatever it holds).
+    async fn begin_as(&self, postgres: &'static str) -> StoreResult<Tx> {
         let inner = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Postgres => self.pool.begin_with(postgres).await?,
         };
         Ok(Tx {
             inner,
@@ -346,11 +351,7 @@ impl Store {
     /// Orders, stock, payments and idempotency records keep durable commits. On
     /// SQLite (`synchronous = NORMAL` in WAL mode) every commit is alike.
     pub async fn begin_relaxed(&self) -> StoreResult<Tx> {
-        let mut tx = self.begin().await?;
-        if self.dialect == Dialect::Postgres {
-            tx.execute("SET LOCAL synchronous_commit = off").await?;
-        }
-        Ok(tx)
+        self.begin_as("BEGIN; SET LOCAL synchronous_commit = off").await
     }
 
     /// Whether write transactions wait for one database-wide lock (SQLite), each

@@ -161,3 +161,21 @@ async fn a_database_on_this_host_is_reached_without_tls() {
     }
     cleanup.run().await;
 }
+
+/// Cart changes commit without waiting for the disk; everything else waits. The
+/// setting is taken with the transaction's `BEGIN`, in the same round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_cart_transactions_commit_without_waiting_for_the_disk() {
+    let app = crate::helpers::spawn_app(Backend::Postgres).await;
+    let cleanup = app.cleanup();
+    let setting = "SELECT current_setting('synchronous_commit')";
+    let mut relaxed = app.store.begin_relaxed().await.unwrap();
+    let cart: String = sqlx::query_scalar(setting).fetch_one(&mut *relaxed).await.unwrap();
+    relaxed.rollback().await.unwrap();
+    let mut durable = app.store.begin().await.unwrap();
+    let order: String = sqlx::query_scalar(setting).fetch_one(&mut *durable).await.unwrap();
+    durable.rollback().await.unwrap();
+    let after: String = sqlx::query_scalar(setting).fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!((cart.as_str(), order.as_str(), after.as_str()), ("off", "on", "on"), "relaxed, durable, and after both");
+    cleanup.run().await;
+}
