@@ -1,8 +1,9 @@
 //! Checkout: the one request that turns a cart into an order.
 //!
-//! 1. The `Idempotency-Key` is claimed before anything else, so a retry replays the
-//!    first answer and a concurrent duplicate is refused.
-//! 2. The cart is repriced from the catalog and quoted for the address.
+//! 1. The `Idempotency-Key` is claimed before anything is written, so a retry
+//!    replays the first answer and a concurrent duplicate is refused.
+//! 2. The cart is repriced from the catalog and quoted for the address — at the
+//!    same time as the claim, since it only reads; used only if the claim is fresh.
 //! 3. One short transaction (shared by concurrent checkouts, `order_batches`)
 //!    closes the cart, writes the order and its started payment, reserves every
 //!    line with a conditional update and links the key to the order.
@@ -142,8 +143,19 @@ pub async fn checkout(
     {
         return Err(refusal);
     }
-    let claim = ctx.store.claim_idempotency_key(&scope, &key, &request_hash(body)).await?;
-    let resumed = match claim {
+    // The cart is priced while the key is claimed: a fresh checkout (nearly all
+    // of them) needs both, and pricing only reads. A replayed, refused or resumed
+    // key drops the quote.
+    let request = read_request(ctx, &cart, shopper, body);
+    let quoting = async {
+        match &request {
+            Ok(request) => Some(priced_order(ctx, &cart, request).await),
+            Err(_) => None,
+        }
+    };
+    let hash = request_hash(body);
+    let (claim, quote) = tokio::join!(ctx.store.claim_idempotency_key(&scope, &key, &hash), quoting);
+    let resumed = match claim? {
         Claim::Replay { status, body } => return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body)),
         Claim::Mismatch => {
             return Err(ApiError::Unprocessable {
@@ -164,7 +176,7 @@ pub async fn checkout(
     let keyed = (scope.as_str(), key.as_str());
     let result = match resumed {
         Some(order_id) => resume(ctx, order_id, keyed, body).await,
-        None => place_and_pay(ctx, &cart, shopper, keyed, body).await,
+        None => place_and_pay(ctx, &cart, shopper, keyed, request, quote).await,
     };
     match result {
         Ok(Answered { status, body, stored }) => {
@@ -256,13 +268,23 @@ struct Answered {
     stored: bool,
 }
 
-async fn place_and_pay(
+/// A checkout's body, read and checked against its cart; nothing read from the
+/// database yet.
+struct Request {
+    input: CheckoutInput,
+    email: Email,
+    shipping_address: Address,
+    billing_address: Address,
+    destination: Destination,
+    who: PromotionContext,
+}
+
+fn read_request(
     ctx: &CheckoutContext<'_>,
     cart: &crate::store::carts::CartRecord,
     shopper: &Shopper,
-    (scope, key): (&str, &str),
     body: &[u8],
-) -> ApiResult<Answered> {
+) -> ApiResult<Request> {
     let input: CheckoutInput = crate::http::extract::parse_json(body)?;
     let mut errors = FieldErrors::new();
     let email = errors.check("email", Email::parse(&input.email));
@@ -291,7 +313,7 @@ async fn place_and_pay(
     }
     let destination = Destination { country: Some(shipping_address.country.clone()), region: shipping_address.region.clone() };
     let customer_id = cart.customer_id.or(shopper.customer_id);
-    let mut who = PromotionContext {
+    let who = PromotionContext {
         customer_id,
         customer_key: Some(match customer_id {
             Some(c) => c.to_string(),
@@ -299,16 +321,31 @@ async fn place_and_pay(
         }),
         excluded: BTreeSet::new(),
     };
+    Ok(Request { input, email, shipping_address, billing_address, destination, who })
+}
+
+async fn place_and_pay(
+    ctx: &CheckoutContext<'_>,
+    cart: &crate::store::carts::CartRecord,
+    shopper: &Shopper,
+    (scope, key): (&str, &str),
+    request: ApiResult<Request>,
+    mut quote: Option<ApiResult<NewOrder>>,
+) -> ApiResult<Answered> {
+    let mut request = request?;
     // A promotion that runs out while this order is placed is left out and the
     // order priced again, when the shopper asked for that; a few rounds at most.
     for _ in 0..4 {
-        let order = priced_order(ctx, cart, &destination, &input, (&email, &shipping_address, &billing_address), &who).await?;
+        let order = match quote.take() {
+            Some(quoted) => quoted?,
+            None => priced_order(ctx, cart, &request).await?,
+        };
         let order = Arc::new(order);
         match ctx.batches.place(order.clone(), (scope, key), &shopper_actor(shopper)).await? {
             // The order as placed, its payment started: no need to read it back.
-            Placed::Order => return charge(ctx, order.placed(), &input.payment, (scope, key)).await,
-            Placed::PromotionUnavailable(refusal) if input.drop_unavailable_promotions => {
-                who.excluded.insert(refusal.promotion_id);
+            Placed::Order => return charge(ctx, order.placed(), &request.input.payment, (scope, key)).await,
+            Placed::PromotionUnavailable(refusal) if request.input.drop_unavailable_promotions => {
+                request.who.excluded.insert(refusal.promotion_id);
             }
             placed => return Err(refused(&order, placed)),
         }
@@ -320,11 +357,9 @@ async fn place_and_pay(
 async fn priced_order(
     ctx: &CheckoutContext<'_>,
     cart: &crate::store::carts::CartRecord,
-    destination: &Destination,
-    input: &CheckoutInput,
-    (email, shipping_address, billing_address): (&Email, &Address, &Address),
-    who: &PromotionContext,
+    request: &Request,
 ) -> ApiResult<NewOrder> {
+    let Request { input, email, shipping_address, billing_address, destination, who } = request;
     let (priced, shipping_error) =
         carts::price(ctx.store, cart, destination, input.shipping_option_id, &ctx.carts, carts::StockFlags::Skip, who).await?;
     match shipping_error {
