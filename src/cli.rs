@@ -120,10 +120,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             tracing::info!(workers = workers.len(), "job workers running");
             crate::startup::shutdown_signal().await;
-            // A job cut off here is claimed again when its lease runs out.
-            for w in workers {
-                w.abort();
-            }
+            workers.stop(crate::startup::WORKERS_STOP_WITHIN).await;
             store.close().await;
             Ok(())
         }

@@ -38,7 +38,12 @@ pub struct Application {
     router: axum::Router,
     store: Store,
     registry: jobs::Registry,
+    workers: Option<jobs::Workers>,
 }
+
+/// How long a stopping process waits for its job workers to finish the jobs in
+/// their hands.
+pub const WORKERS_STOP_WITHIN: Duration = Duration::from_secs(10);
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
@@ -148,17 +153,17 @@ impl Application {
             housekeeping::spawn_expiry_sweeper(store.clone(), Duration::from_secs(settings.expiry_sweep_secs));
             housekeeping::spawn_scheduler(store.clone(), housekeeping::schedule());
         }
-        if settings.workers > 0 {
+        let workers = (settings.workers > 0).then(|| {
             let worker = jobs::WorkerSettings { foreground, ..worker_settings(settings) };
-            jobs::spawn_workers(&store, &registry, settings.workers, &worker);
-        }
+            jobs::spawn_workers(&store, &registry, settings.workers, &worker)
+        });
         // Wherever the stock jobs used to run, and with the housekeeping: a shop
         // always has some process folding its sales.
         if settings.housekeeping || settings.workers > 0 {
             housekeeping::spawn_sales_folder(store.clone(), housekeeping::FOLD_SALES_EVERY);
         }
         jobs::spawn_queue_metrics(store.clone(), Duration::from_secs(15));
-        Ok(Self { listener, router, store, registry })
+        Ok(Self { listener, router, store, registry, workers })
     }
 
     pub fn port(&self) -> u16 {
@@ -185,6 +190,9 @@ impl Application {
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(stop)
             .await?;
+        if let Some(workers) = self.workers {
+            workers.stop(WORKERS_STOP_WITHIN).await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -100,6 +100,34 @@ pub struct WorkerSettings {
     pub retry_cap: Duration,
     /// This process's checkouts, which the worker makes way for ([`foreground`]).
     pub foreground: Arc<Foreground>,
+    /// Tells the workers started with these settings to stop ([`Workers::stop`]).
+    pub stop: Stop,
+}
+
+/// A stop request the workers look at between batches and while they wait.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    requested: Arc<std::sync::atomic::AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Stop {
+    fn request(&self) {
+        self.requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sleeps for `pause`, or less when a stop is requested meanwhile.
+    async fn pause(&self, pause: Duration) {
+        let woken = self.wake.notified();
+        if !self.requested() {
+            let _ = tokio::time::timeout(pause, woken).await;
+        }
+    }
 }
 
 impl Default for WorkerSettings {
@@ -113,6 +141,7 @@ impl Default for WorkerSettings {
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(3600),
             foreground: Arc::default(),
+            stop: Stop::default(),
         }
     }
 }
@@ -165,37 +194,76 @@ async fn run_one(store: &Store, registry: &Registry, worker: &str, settings: &Wo
     Ok(())
 }
 
-/// Runs until the task is dropped: claim, run, and poll again when idle.
+/// Claims, runs, and polls again when idle, until the task is dropped or a stop
+/// is requested (then it returns after the batch in hand).
 pub async fn work(store: Store, registry: Registry, worker: String, settings: WorkerSettings) {
     let mut hold = Hold::default();
-    loop {
+    while !settings.stop.requested() {
         if hold.wait(settings.foreground.busy(), std::time::Instant::now()) {
-            tokio::time::sleep(foreground::HOLD_STEP).await;
+            settings.stop.pause(foreground::HOLD_STEP).await;
             continue;
         }
         match run_once(&store, &registry, &worker, &settings).await {
             Ok(0) => {
                 hold.drained();
-                tokio::time::sleep(settings.idle_poll).await;
+                settings.stop.pause(settings.idle_poll).await;
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, worker = %worker, "job worker could not reach the queue");
-                tokio::time::sleep(settings.idle_poll).await;
+                settings.stop.pause(settings.idle_poll).await;
             }
         }
     }
 }
 
+/// This process's job workers.
+pub struct Workers {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    stop: Stop,
+}
+
+impl Workers {
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Asks every worker to stop and waits until each has finished the jobs in
+    /// its hands, up to `within`; a worker still busy then is stopped where it
+    /// is (its jobs are claimed again when their lease runs out). A server stops
+    /// its workers before it closes the database pool, so that a job is not cut
+    /// off between its effect (an e-mail sent) and recording it, and then done
+    /// again.
+    pub async fn stop(self, within: Duration) {
+        self.stop.request();
+        let aborts: Vec<_> = self.handles.iter().map(|h| h.abort_handle()).collect();
+        if tokio::time::timeout(within, futures_util::future::join_all(self.handles)).await.is_err() {
+            tracing::warn!(workers = aborts.len(), "job workers still busy at shutdown; their jobs run again after the lease");
+            for a in aborts {
+                a.abort();
+            }
+        }
+    }
+
+    /// Stops every worker where it is.
+    pub fn abort(self) {
+        for h in self.handles {
+            h.abort();
+        }
+    }
+}
+
 /// Starts `count` workers named after this process.
-pub fn spawn_workers(
-    store: &Store,
-    registry: &Registry,
-    count: usize,
-    settings: &WorkerSettings,
-) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_workers(store: &Store, registry: &Registry, count: usize, settings: &WorkerSettings) -> Workers {
     let host = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-    (0..count).map(|i| tokio::spawn(work(store.clone(), registry.clone(), format!("{host}-{i}"), settings.clone()))).collect()
+    let handles = (0..count)
+        .map(|i| tokio::spawn(work(store.clone(), registry.clone(), format!("{host}-{i}"), settings.clone())))
+        .collect();
+    Workers { handles, stop: settings.stop.clone() }
 }
 
 /// Publishes queue depth and age as gauges, every `every`.

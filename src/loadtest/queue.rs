@@ -40,14 +40,12 @@ pub async fn run(store: &crate::store::Store, jobs: usize, workers: usize, batch
     let registry = Registry::default().with(&kind, Arc::new(Noop(latency.clone(), done.clone())));
     let settings = WorkerSettings { batch, idle_poll: Duration::from_millis(50), ..WorkerSettings::default() };
     let started = Instant::now();
-    let handles = spawn_workers(store, &registry, workers, &settings);
+    let running = spawn_workers(store, &registry, workers, &settings);
     while (done.load(Ordering::Relaxed) as usize) < jobs {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    for h in handles {
-        h.abort();
-    }
+    running.abort();
     let h = latency.lock().await;
     let secs = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
     println!(

@@ -132,7 +132,7 @@ pub fn spawn(store: Store, index: Arc<SearchIndex>, versions: Arc<CatalogVersion
     let versions_store = store.clone();
     tokio::spawn(async move {
         let at = AtomicU64::new(position);
-        follow("catalog versions", poll, || {
+        follow("catalog versions", poll, &versions_store, || {
             let (store, versions, at) = (&versions_store, &versions, &at);
             async move {
                 let (next, read) = note_versions(store, versions, at.load(Ordering::Relaxed)).await?;
@@ -143,7 +143,7 @@ pub fn spawn(store: Store, index: Arc<SearchIndex>, versions: Arc<CatalogVersion
         .await
     });
     tokio::spawn(async move {
-        follow("search index", poll, || {
+        follow("search index", poll, &store, || {
             let (store, index) = (&store, &index);
             async move {
                 if index.is_rebuilding() {
@@ -165,14 +165,14 @@ pub fn spawn(store: Store, index: Arc<SearchIndex>, versions: Arc<CatalogVersion
 }
 
 /// Runs `step` every `poll`, at once again while it reads full batches, and
-/// logs a failure once per outage.
-async fn follow<F, Fut>(what: &'static str, poll: Duration, mut step: F)
+/// logs a failure once per outage; ends when the store is closed.
+async fn follow<F, Fut>(what: &'static str, poll: Duration, store: &Store, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<usize, FeedError>>,
 {
     let mut failing_since: Option<Instant> = None;
-    loop {
+    while !store.is_closed() {
         match step().await {
             Ok(n) if n as i64 == EVENTS_PER_STEP => continue,
             Ok(_) => {
@@ -180,6 +180,8 @@ where
                     tracing::info!(what, "catalog feed recovered");
                 }
             }
+            // Stopping: the pool closed under the step.
+            Err(_) if store.is_closed() => return,
             Err(e) => {
                 if failing_since.is_none() {
                     tracing::warn!(what, error = %e, "catalog feed: cannot apply catalog changes; retrying");
@@ -214,4 +216,31 @@ async fn commit(index: &Arc<SearchIndex>, position: u64) -> Result<(), FeedError
 
 async fn category_tree(store: &Store) -> Result<Tree, StoreError> {
     Ok(Tree::new(store.categories().await?.into_iter().map(|c| (c.id, c.parent_id))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A stopping server closes the pool under the feed: the tail ends instead of
+    /// retrying (and warning) forever.
+    #[tokio::test]
+    async fn a_tail_ends_when_the_store_closes() {
+        let store = Store::connect("sqlite::memory:", 1, Duration::from_secs(5)).await.expect("an in-memory store");
+        let steps = AtomicUsize::new(0);
+        let tail = follow("test", Duration::from_millis(1), &store, || {
+            let (store, steps) = (&store, &steps);
+            async move {
+                if steps.fetch_add(1, Ordering::Relaxed) == 2 {
+                    store.close().await;
+                }
+                store.catalog_log_bounds().await?;
+                Ok(0)
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), tail).await.expect("the tail ended once the store closed");
+        assert_eq!(steps.load(Ordering::Relaxed), 3, "it stepped until the close and no further");
+    }
 }

@@ -33,9 +33,13 @@ pub fn spawn_expiry_sweeper(store: Store, every: Duration) {
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
         loop {
             tick.tick().await;
+            if store.is_closed() {
+                return;
+            }
             match super::checkout::expire_due(&store, &crate::store::now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(orders = n, "expired unpaid orders and released their stock"),
+                Err(_) if store.is_closed() => return,
                 Err(e) => tracing::warn!(error = %e, "releasing expired reservations failed"),
             }
         }
@@ -53,7 +57,12 @@ pub fn spawn_sales_folder(store: Store, every: Duration) -> tokio::task::JoinHan
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = store.settle_all_sales().await {
+            if store.is_closed() {
+                return;
+            }
+            if let Err(e) = store.settle_all_sales().await
+                && !store.is_closed()
+            {
                 tracing::warn!(error = %e, "folding sales into on-hand stock failed");
             }
         }
@@ -78,7 +87,12 @@ pub fn spawn_scheduler(store: Store, schedule: Vec<(&'static str, Duration)>) {
             interval.tick().await;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             for (kind, period) in &schedule {
-                if let Err(e) = store.enqueue_unique_job(kind, serde_json::json!({}), &slot_key(kind, *period, now)).await {
+                if store.is_closed() {
+                    return;
+                }
+                if let Err(e) = store.enqueue_unique_job(kind, serde_json::json!({}), &slot_key(kind, *period, now)).await
+                    && !store.is_closed()
+                {
                     tracing::warn!(error = %e, task = kind, "could not schedule housekeeping");
                 }
             }

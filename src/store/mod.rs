@@ -375,6 +375,12 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Whether the pool was closed: the process is stopping, and background loops
+    /// end rather than report the closed pool as a failure.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
 }
 
 fn sqlite_parent_dir(url: &str) -> Option<&std::path::Path> {

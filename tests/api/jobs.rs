@@ -38,6 +38,26 @@ impl JobHandler for RecordEffect {
     }
 }
 
+/// Takes a while over its effect, as a job sending an e-mail does.
+struct SlowEffect {
+    started: Arc<Notify>,
+}
+
+impl JobHandler for SlowEffect {
+    fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
+        Box::pin(async move {
+            self.started.notify_one();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sqlx::query("INSERT INTO test_effects (job_id) VALUES ($1)")
+                .bind(job.id.to_string())
+                .execute(store.pool())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string().into())
+        })
+    }
+}
+
 struct AlwaysFails;
 
 impl JobHandler for AlwaysFails {
@@ -150,9 +170,22 @@ async fn checkout_events_are_queued_and_workers_work_them_off(app: TestApp) {
     folder.abort();
     assert_eq!((level["on_hand"].as_i64(), level["reserved"].as_i64(), level["available"].as_i64()), (Some(2), Some(0), Some(2)));
     app.assert_ledger_reconciles(&staff).await;
-    for w in workers {
-        w.abort();
-    }
+    workers.abort();
+}
+
+/// A stopping process lets its workers finish the jobs in their hands (and
+/// record them) before it closes the pool.
+async fn stopping_workers_finish_the_jobs_in_hand(app: TestApp) {
+    sqlx::query("CREATE TABLE test_effects (job_id TEXT PRIMARY KEY)").execute(app.store.pool()).await.unwrap();
+    let job_id = app.store.enqueue_job("test.effect", json!({"n": 1})).await.unwrap();
+    let started = Arc::new(Notify::new());
+    let registry = Registry::default().with("test.effect", Arc::new(SlowEffect { started: started.clone() }));
+    let workers = mercato::jobs::spawn_workers(&app.store, &registry, 2, &quick());
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("a worker starts the job");
+    workers.stop(Duration::from_secs(10)).await;
+    assert_eq!(app.store.job(job_id).await.unwrap().unwrap().status, "done", "finished and recorded, not cut off");
+    let effects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM test_effects").fetch_one(app.store.pool()).await.unwrap();
+    assert_eq!(effects, 1);
 }
 
 /// Several instances schedule the same slot at once; the slot runs once. The
@@ -187,4 +220,5 @@ on_both_databases!(
     failing_jobs_end_in_the_dead_letters_and_staff_can_retry_them,
     checkout_events_are_queued_and_workers_work_them_off,
     housekeeping_runs_once_per_slot_and_alerts_once_a_day,
+    stopping_workers_finish_the_jobs_in_hand,
 );

@@ -105,9 +105,7 @@ async fn confirmation_emails_are_timed_against_the_checkout_answers(app: TestApp
     o.variants = 2;
     o.emails = Some(app.store.clone());
     let Outcome { report, books } = run(o).await;
-    for w in workers {
-        w.abort();
-    }
+    workers.abort();
     let emails = report.emails.as_ref().expect("measured");
     assert!(emails.orders > 0);
     assert_eq!((emails.orders, emails.sent), (books.answered.len(), books.answered.len()));
