@@ -14,41 +14,22 @@ use tokio::sync::Notify;
 
 use crate::helpers::TestApp;
 
-/// Records its effect keyed by the job id (idempotent), after an optional gate.
+/// Records its effect keyed by the job id (idempotent), after taking its time
+/// over it (as a job sending an e-mail does).
 struct RecordEffect {
     started: Arc<Notify>,
-    hold: bool,
+    takes: Duration,
 }
+
+/// Long enough to stand for a side effect during which the worker dies.
+const FOREVER: Duration = Duration::from_secs(3600);
 
 impl JobHandler for RecordEffect {
     fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
         Box::pin(async move {
             self.started.notify_one();
-            if self.hold {
-                // Stands for a slow side effect during which the worker dies.
-                std::future::pending::<()>().await;
-            }
+            tokio::time::sleep(self.takes).await;
             sqlx::query("INSERT INTO test_effects (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING")
-                .bind(job.id.to_string())
-                .execute(store.pool())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string().into())
-        })
-    }
-}
-
-/// Takes a while over its effect, as a job sending an e-mail does.
-struct SlowEffect {
-    started: Arc<Notify>,
-}
-
-impl JobHandler for SlowEffect {
-    fn run<'a>(&'a self, store: &'a Store, job: &'a Job) -> JobFuture<'a> {
-        Box::pin(async move {
-            self.started.notify_one();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            sqlx::query("INSERT INTO test_effects (job_id) VALUES ($1)")
                 .bind(job.id.to_string())
                 .execute(store.pool())
                 .await
@@ -82,7 +63,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_repeats_no_effect(app: TestAp
     let job_id = app.store.enqueue_job("test.effect", json!({"n": 1})).await.unwrap();
 
     let started = Arc::new(Notify::new());
-    let stuck = Registry::default().with("test.effect", Arc::new(RecordEffect { started: started.clone(), hold: true }));
+    let stuck = Registry::default().with("test.effect", Arc::new(RecordEffect { started: started.clone(), takes: FOREVER }));
     let doomed = tokio::spawn(work(app.store.clone(), stuck, "doomed".into(), quick()));
     tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the first worker starts the job");
     doomed.abort();
@@ -90,8 +71,8 @@ async fn a_worker_killed_mid_job_loses_nothing_and_repeats_no_effect(app: TestAp
     assert_eq!(app.store.job(job_id).await.unwrap().unwrap().status, "running");
 
     // Another worker takes the job over once the dead one's lease has run out.
-    let healthy =
-        Registry::default().with("test.effect", Arc::new(RecordEffect { started: Arc::new(Notify::new()), hold: false }));
+    let healthy = Registry::default()
+        .with("test.effect", Arc::new(RecordEffect { started: Arc::new(Notify::new()), takes: Duration::ZERO }));
     let mut job = app.store.job(job_id).await.unwrap().unwrap();
     for _ in 0..200 {
         run_once(&app.store, &healthy, "rescuer", &quick()).await.unwrap();
@@ -179,7 +160,8 @@ async fn stopping_workers_finish_the_jobs_in_hand(app: TestApp) {
     sqlx::query("CREATE TABLE test_effects (job_id TEXT PRIMARY KEY)").execute(app.store.pool()).await.unwrap();
     let job_id = app.store.enqueue_job("test.effect", json!({"n": 1})).await.unwrap();
     let started = Arc::new(Notify::new());
-    let registry = Registry::default().with("test.effect", Arc::new(SlowEffect { started: started.clone() }));
+    let registry = Registry::default()
+        .with("test.effect", Arc::new(RecordEffect { started: started.clone(), takes: Duration::from_millis(300) }));
     let workers = mercato::jobs::spawn_workers(&app.store, &registry, 2, &quick());
     tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("a worker starts the job");
     workers.stop(Duration::from_secs(10)).await;
