@@ -21,7 +21,7 @@ async fn main() -> std::process::ExitCode {
     };
     mercato::telemetry::init(&settings.log_format);
     if let Err(e) = small_pages {
-        tracing::debug!(error = %e, "transparent huge pages stay as the system sets them");
+        tracing::info!(error = %e, "transparent huge pages stay as the system sets them");
     }
     match run(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

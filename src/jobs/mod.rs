@@ -198,7 +198,7 @@ async fn run_one(store: &Store, registry: &Registry, worker: &str, settings: &Wo
 /// is requested (then it returns after the batch in hand).
 pub async fn work(store: Store, registry: Registry, worker: String, settings: WorkerSettings) {
     let mut hold = Hold::default();
-    while !settings.stop.requested() {
+    while !settings.stop.requested() && !store.is_closed() {
         if hold.wait(settings.foreground.busy(), std::time::Instant::now()) {
             settings.stop.pause(foreground::HOLD_STEP).await;
             continue;
@@ -242,8 +242,9 @@ impl Workers {
         self.stop.request();
         let aborts: Vec<_> = self.handles.iter().map(|h| h.abort_handle()).collect();
         if tokio::time::timeout(within, futures_util::future::join_all(self.handles)).await.is_err() {
-            tracing::warn!(workers = aborts.len(), "job workers still busy at shutdown; their jobs run again after the lease");
-            for a in aborts {
+            let busy: Vec<_> = aborts.into_iter().filter(|a| !a.is_finished()).collect();
+            tracing::warn!(workers = busy.len(), "job workers still busy at shutdown; their jobs run again after the lease");
+            for a in busy {
                 a.abort();
             }
         }
@@ -270,7 +271,7 @@ pub fn spawn_workers(store: &Store, registry: &Registry, count: usize, settings:
 pub fn spawn_queue_metrics(store: Store, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
-        loop {
+        while !store.is_closed() {
             tick.tick().await;
             if let Ok(s) = store.queue_stats().await {
                 metrics::gauge!("jobs_queued").set(s.queued as f64);

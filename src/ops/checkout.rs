@@ -3,7 +3,8 @@
 //! 1. The `Idempotency-Key` is claimed before anything is written, so a retry
 //!    replays the first answer and a concurrent duplicate is refused.
 //! 2. The cart is repriced from the catalog and quoted for the address — at the
-//!    same time as the claim, since it only reads; used only if the claim is fresh.
+//!    same time as the claim, since it only reads; used only if the claim lets
+//!    this request place the order (a fresh key, or one whose holder gave up).
 //! 3. One short transaction (shared by concurrent checkouts, `order_batches`)
 //!    closes the cart, writes the order and its started payment, reserves every
 //!    line with a conditional update and links the key to the order.
@@ -145,7 +146,7 @@ pub async fn checkout(
     }
     // The cart is priced while the key is claimed: a fresh checkout (nearly all
     // of them) needs both, and pricing only reads. A replayed, refused or resumed
-    // key drops the quote.
+    // key drops the quote (a retry pays for a read it did not need).
     let request = read_request(ctx, &cart, shopper, body);
     let quoting = async {
         match &request {

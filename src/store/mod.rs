@@ -323,14 +323,9 @@ impl Store {
     /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// SQLITE_BUSY regardless of the busy timeout.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        self.begin_as("BEGIN").await
-    }
-
-    /// `postgres` opens the transaction on PostgreSQL (one round trip whatever it holds).
-    async fn begin_as(&self, postgres: &'static str) -> StoreResult<Tx> {
         let inner = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin_with(postgres).await?,
+            Dialect::Postgres => self.pool.begin().await?,
         };
         Ok(Tx {
             inner,
@@ -351,7 +346,13 @@ impl Store {
     /// Orders, stock, payments and idempotency records keep durable commits. On
     /// SQLite (`synchronous = NORMAL` in WAL mode) every commit is alike.
     pub async fn begin_relaxed(&self) -> StoreResult<Tx> {
-        self.begin_as("BEGIN; SET LOCAL synchronous_commit = off").await
+        // A statement of its own after `BEGIN`, not one round trip with it: should
+        // it fail, the transaction sqlx knows of is rolled back.
+        let mut tx = self.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            tx.execute("SET LOCAL synchronous_commit = off").await?;
+        }
+        Ok(tx)
     }
 
     /// Whether write transactions wait for one database-wide lock (SQLite), each

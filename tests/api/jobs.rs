@@ -162,10 +162,16 @@ async fn stopping_workers_finish_the_jobs_in_hand(app: TestApp) {
     let started = Arc::new(Notify::new());
     let registry = Registry::default()
         .with("test.effect", Arc::new(RecordEffect { started: started.clone(), takes: Duration::from_millis(300) }));
-    let workers = mercato::jobs::spawn_workers(&app.store, &registry, 2, &quick());
+    // A lease far longer than the job: nobody else could take it over.
+    let settings = WorkerSettings { lease: Duration::from_secs(60), ..quick() };
+    let workers = mercato::jobs::spawn_workers(&app.store, &registry, 2, &settings);
     tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("a worker starts the job");
-    workers.stop(Duration::from_secs(10)).await;
-    assert_eq!(app.store.job(job_id).await.unwrap().unwrap().status, "done", "finished and recorded, not cut off");
+    // Workers that ignored the stop would keep their tasks alive until `within`.
+    tokio::time::timeout(Duration::from_secs(30), workers.stop(Duration::from_secs(120)))
+        .await
+        .expect("the workers stopped once the job in hand was done");
+    let job = app.store.job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.status.as_str(), job.attempts), ("done", 1), "finished and recorded once, not cut off");
     let effects: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM test_effects").fetch_one(app.store.pool()).await.unwrap();
     assert_eq!(effects, 1);
 }
