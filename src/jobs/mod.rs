@@ -157,7 +157,15 @@ pub async fn run_once(store: &Store, registry: &Registry, worker: &str, settings
     // On SQLite, where writers queue for one lock while holding a connection the
     // API also needs, only a couple at a time.
     let at_once = if store.writers_queue() { 2 } else { JOBS_AT_ONCE };
-    for group in jobs.chunks(at_once) {
+    for (i, group) in jobs.chunks(at_once).enumerate() {
+        if settings.stop.requested() {
+            // Stopping: what has not started goes back to the queue now, not
+            // when its lease runs out.
+            for job in &jobs[i * at_once..] {
+                store.release_job(job.id, worker).await?;
+            }
+            break;
+        }
         let outcomes =
             futures_util::future::join_all(group.iter().map(|job| run_one(store, registry, worker, settings, job))).await;
         outcomes.into_iter().collect::<anyhow::Result<Vec<()>>>()?;

@@ -220,6 +220,21 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Gives back a job `worker` claimed but did not start (it is stopping): queued
+    /// again at once, its claim not counted as an attempt.
+    pub async fn release_job(&self, job_id: Uuid, worker: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, locked_by = NULL, locked_until = NULL, updated_at = $1
+             WHERE id = $2 AND locked_by = $3 AND status = 'running'",
+        )
+        .bind(now())
+        .bind(job_id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records a failure: the job runs again after `retry_in`, or goes to the dead
     /// letters once it has used its attempts.
     pub async fn fail_job(&self, job_id: Uuid, worker: &str, error: &str, retry_in: std::time::Duration) -> StoreResult<()> {

@@ -176,6 +176,28 @@ async fn stopping_workers_finish_the_jobs_in_hand(app: TestApp) {
     assert_eq!(effects, 1);
 }
 
+/// A worker stopping in the middle of a claimed batch runs no more of it: what
+/// it had not started is queued again at once, no attempt counted.
+async fn a_stopping_worker_gives_back_the_jobs_it_has_not_started(app: TestApp) {
+    sqlx::query("CREATE TABLE test_effects (job_id TEXT PRIMARY KEY)").execute(app.store.pool()).await.unwrap();
+    // More than a worker runs at once (10; 2 on SQLite), all claimed in one batch.
+    let payloads: Vec<_> = (0..12).map(|n| json!({ "n": n })).collect();
+    app.store.enqueue_many("test.effect", &payloads).await.unwrap();
+    let started = Arc::new(Notify::new());
+    let registry = Registry::default()
+        .with("test.effect", Arc::new(RecordEffect { started: started.clone(), takes: Duration::from_millis(300) }));
+    let settings = WorkerSettings { lease: Duration::from_secs(60), batch: 12, ..quick() };
+    let workers = mercato::jobs::spawn_workers(&app.store, &registry, 1, &settings);
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the worker starts its first jobs");
+    tokio::time::timeout(Duration::from_secs(30), workers.stop(Duration::from_secs(120))).await.expect("stopped");
+    let jobs = app.store.list_jobs(None, Some("test.effect"), None, 20).await.unwrap();
+    let done = jobs.iter().filter(|j| j.status == "done").count();
+    let queued: Vec<_> = jobs.iter().filter(|j| j.status == "queued").collect();
+    let at_once = if app.store.writers_queue() { 2 } else { 10 };
+    assert_eq!((done, queued.len()), (at_once, 12 - at_once), "the first group ran, the rest went back");
+    assert!(queued.iter().all(|j| j.attempts == 0), "a job given back has not used an attempt");
+}
+
 /// Several instances schedule the same slot at once; the slot runs once. The
 /// low-stock scan announces a variant once a day, however often it runs.
 async fn housekeeping_runs_once_per_slot_and_alerts_once_a_day(app: TestApp) {
@@ -209,4 +231,5 @@ on_both_databases!(
     checkout_events_are_queued_and_workers_work_them_off,
     housekeeping_runs_once_per_slot_and_alerts_once_a_day,
     stopping_workers_finish_the_jobs_in_hand,
+    a_stopping_worker_gives_back_the_jobs_it_has_not_started,
 );
