@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::read_batches::BatchedRead;
 use super::rows::{id, int, json, opt_id, opt_int, opt_text, text};
-use super::{SqlBuilder, Store, StoreError, StoreResult, new_id, now};
+use super::{Dialect, SqlBuilder, Store, StoreError, StoreResult, new_id, now};
 use crate::domain::catalog::ProductStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,15 +102,8 @@ impl BatchedRead for CheckoutProbes {
     type Value = Arc<CheckoutProbe>;
 
     async fn read(store: &Store, keys: &[ProbeKey]) -> StoreResult<HashMap<ProbeKey, Arc<CheckoutProbe>>> {
-        let mut q = SqlBuilder::new(
-            "SELECT c.id, c.customer_id, c.token_hash, c.currency, c.status, c.expires_at, c.updated_at,
-                    ci.variant_id, v.sku, ci.quantity
-             FROM carts c
-             LEFT JOIN cart_items ci ON ci.cart_id = c.id
-             LEFT JOIN variants v ON v.id = ci.variant_id
-             WHERE c.id IN (",
-        );
-        q.bind_list(keys.iter().map(|k| k.cart_id.to_string()).collect::<BTreeSet<_>>()).push(") ORDER BY c.id, ci.id");
+        let carts: BTreeSet<String> = keys.iter().map(|k| k.cart_id.to_string()).collect();
+        let q = checkout_probe_sql(store.dialect, carts);
         let rows = q.build().fetch_all(&store.pool).await?;
         let mut carts: HashMap<Uuid, CheckoutProbe> = HashMap::new();
         for r in &rows {
@@ -141,6 +134,64 @@ impl BatchedRead for CheckoutProbes {
     }
 }
 
+// The two reads of checkout's storm look up each cart's lines through the
+// (cart_id, variant_id) index, whatever PostgreSQL's statistics say. Carts filled in
+// the minutes before a sale have none yet, and without them the planner joins an
+// IN list of carts by scanning every cart line of the shop, once per batch. On
+// PostgreSQL each cart's lines are therefore read by a lateral subquery (`OFFSET 0`
+// keeps it from being flattened back into that join); SQLite looks them up through
+// the index as it is.
+
+/// The checkout probe of `carts`: each cart (absent when it does not exist) with
+/// its lines' variants and quantities, lines in order.
+pub fn checkout_probe_sql(dialect: Dialect, carts: BTreeSet<String>) -> SqlBuilder {
+    let mut q = SqlBuilder::new(match dialect {
+        Dialect::Postgres => {
+            "SELECT c.id, c.customer_id, c.token_hash, c.currency, c.status, c.expires_at, c.updated_at,
+                    ci.variant_id, ci.sku, ci.quantity
+             FROM carts c
+             LEFT JOIN LATERAL (SELECT i.id, i.variant_id, v.sku, i.quantity FROM cart_items i
+                JOIN variants v ON v.id = i.variant_id WHERE i.cart_id = c.id OFFSET 0) ci ON true"
+        }
+        Dialect::Sqlite => {
+            "SELECT c.id, c.customer_id, c.token_hash, c.currency, c.status, c.expires_at, c.updated_at,
+                    ci.variant_id, v.sku, ci.quantity
+             FROM carts c
+             LEFT JOIN cart_items ci ON ci.cart_id = c.id
+             LEFT JOIN variants v ON v.id = ci.variant_id"
+        }
+    });
+    q.push(" WHERE c.id IN (").bind_list(carts).push(") ORDER BY c.id, ci.id");
+    q
+}
+
+/// The lines of `carts` with their variants, products and prices in `currencies`
+/// (a line once per price, or once unpriced), by cart and line.
+pub fn cart_lines_sql(dialect: Dialect, currencies: BTreeSet<&str>, carts: BTreeSet<String>) -> SqlBuilder {
+    let mut q = SqlBuilder::new(match dialect {
+        Dialect::Postgres => "SELECT ci.* FROM carts c CROSS JOIN LATERAL (SELECT ",
+        Dialect::Sqlite => "SELECT ",
+    });
+    q.push(
+        "i.cart_id, i.id, i.variant_id, i.quantity, v.sku, v.options, v.weight_grams, p.id AS product_id,
+                p.title, p.status, vp.currency, vp.amount_minor
+         FROM cart_items i
+         JOIN variants v ON v.id = i.variant_id
+         JOIN products p ON p.id = v.product_id
+         LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency IN (",
+    );
+    q.bind_list(currencies);
+    q.push(match dialect {
+        Dialect::Postgres => ") WHERE i.cart_id = c.id OFFSET 0) ci WHERE c.id IN (",
+        Dialect::Sqlite => ") WHERE i.cart_id IN (",
+    });
+    q.bind_list(carts).push(match dialect {
+        Dialect::Postgres => ") ORDER BY ci.cart_id, ci.id",
+        Dialect::Sqlite => ") ORDER BY i.cart_id, i.id",
+    });
+    q
+}
+
 /// A cart line with its price in each currency asked.
 type PricedLine = (CartLine, BTreeMap<String, i64>);
 
@@ -152,16 +203,8 @@ impl BatchedRead for CartLines {
     type Value = Vec<CartLine>;
 
     async fn read(store: &Store, keys: &[(Uuid, String)]) -> StoreResult<HashMap<(Uuid, String), Vec<CartLine>>> {
-        let mut q = SqlBuilder::new(
-            "SELECT ci.cart_id, ci.id, ci.variant_id, ci.quantity, v.sku, v.options, v.weight_grams, p.id AS product_id,
-                    p.title, p.status, vp.currency, vp.amount_minor
-             FROM cart_items ci
-             JOIN variants v ON v.id = ci.variant_id
-             JOIN products p ON p.id = v.product_id
-             LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency IN (",
-        );
-        q.bind_list(keys.iter().map(|(_, c)| c.as_str()).collect::<BTreeSet<_>>()).push(") WHERE ci.cart_id IN (");
-        q.bind_list(keys.iter().map(|(c, _)| c.to_string()).collect::<BTreeSet<_>>()).push(") ORDER BY ci.cart_id, ci.id");
+        let currencies: BTreeSet<&str> = keys.iter().map(|(_, c)| c.as_str()).collect();
+        let q = cart_lines_sql(store.dialect, currencies, keys.iter().map(|(c, _)| c.to_string()).collect());
         // A line comes once per currency it is priced in among those asked (or
         // once unpriced): each key takes its currency's price.
         let mut by_cart: HashMap<Uuid, Vec<PricedLine>> = HashMap::new();

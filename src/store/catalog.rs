@@ -497,17 +497,7 @@ impl Store {
     /// The plan the database chooses for a list query: `EXPLAIN (ANALYZE, BUFFERS)`
     /// on PostgreSQL (the query really runs), `EXPLAIN QUERY PLAN` on SQLite.
     pub async fn explain_product_list(&self, q: &ProductListQuery) -> StoreResult<Vec<String>> {
-        let prefix = match self.dialect {
-            super::Dialect::Postgres => "EXPLAIN (ANALYZE, BUFFERS) ",
-            super::Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
-        };
-        let rows = product_list_sql(q, self.dialect).prefixed(prefix).build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| match self.dialect {
-                super::Dialect::Postgres => text(r, "QUERY PLAN"),
-                super::Dialect::Sqlite => text(r, "detail"),
-            })
-            .collect()
+        self.explain(product_list_sql(q, self.dialect)).await
     }
 
     pub async fn categories(&self) -> StoreResult<Vec<Category>> {

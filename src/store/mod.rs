@@ -311,6 +311,22 @@ impl Store {
         &self.pool
     }
 
+    /// The plan the database chooses for `q`: `EXPLAIN (ANALYZE, BUFFERS)` on
+    /// PostgreSQL (the statement really runs), `EXPLAIN QUERY PLAN` on SQLite.
+    pub async fn explain(&self, q: SqlBuilder) -> StoreResult<Vec<String>> {
+        let prefix = match self.dialect {
+            Dialect::Postgres => "EXPLAIN (ANALYZE, BUFFERS) ",
+            Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+        };
+        let rows = q.prefixed(prefix).build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| match self.dialect {
+                Dialect::Postgres => rows::text(r, "QUERY PLAN"),
+                Dialect::Sqlite => rows::text(r, "detail"),
+            })
+            .collect()
+    }
+
     pub async fn migrate(&self) -> StoreResult<()> {
         let mut migrator = Migrator::with_migrations(migrations(self.dialect));
         // SQLite has no advisory locks; one process owns the file in the embedded mode.

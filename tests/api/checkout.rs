@@ -986,3 +986,48 @@ mod slow_webhooks {
         run(Backend::Postgres).await;
     }
 }
+
+/// Checkout's storm reads each cart's lines through the index even when the
+/// database has no statistics on the cart tables yet (carts filled just before a
+/// sale): a join of an IN list of carts would otherwise scan every cart line of
+/// the shop for each batch of checkouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_reads_find_cart_lines_through_the_index_without_statistics() {
+    use std::collections::BTreeSet;
+
+    use mercato::store::Dialect;
+    use mercato::store::carts::{cart_lines_sql, checkout_probe_sql};
+
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Postgres).await;
+    let cleanup = app.cleanup();
+    let token = app.owner_token().await;
+    let product = app.create_product(&token, crate::helpers::product_body("Hot", "HOT", &[1000], None, json!({}))).await;
+    let variant = product["variants"][0]["id"].as_str().unwrap();
+    // Thousands of carts with a line each, written as a sale's cart phase leaves them, unanalysed.
+    sqlx::query(
+        "INSERT INTO carts (id, currency, status, created_at, updated_at, expires_at)
+         SELECT 'cart-' || n, 'EUR', 'open', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2999-01-01T00:00:00Z'
+         FROM generate_series(1, 5000) AS n",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO cart_items (id, cart_id, variant_id, quantity, created_at)
+         SELECT 'line-' || n, 'cart-' || n, $1, 1, '2026-01-01T00:00:00Z' FROM generate_series(1, 5000) AS n",
+    )
+    .bind(variant)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let carts: BTreeSet<String> = (1..=40).map(|n| format!("cart-{}", n * 97)).collect();
+    let probe = app.store.explain(checkout_probe_sql(Dialect::Postgres, carts.clone())).await.unwrap();
+    let lines = app.store.explain(cart_lines_sql(Dialect::Postgres, BTreeSet::from(["EUR"]), carts)).await.unwrap();
+    for (read, plan) in [("probe", probe), ("cart lines", lines)] {
+        let plan = plan.join("\n");
+        assert!(plan.contains("cart_items_variant_key"), "{read} reads lines through the index:\n{plan}");
+        assert!(!plan.contains("Seq Scan on cart_items"), "{read} scans every cart line:\n{plan}");
+        assert!(plan.contains("rows=40 loops=1"), "{read} finds the 40 carts' lines:\n{plan}");
+    }
+    cleanup.run().await;
+}
