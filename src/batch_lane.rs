@@ -62,6 +62,7 @@ impl<T> BatchLane<T> {
             return;
         }
         let mut slot = Inline { lane: self, held: true };
+        gather().await;
         let batch = {
             let mut state = self.lock();
             let n = state.items.len().min(max);
@@ -127,6 +128,16 @@ impl<T> Drop for Drainer<'_, T> {
             self.lane.release();
         }
     }
+}
+
+/// Lets the tasks that were woken together with the one about to take a batch
+/// reach the lane first. Requests move through checkout in groups — a batch's
+/// answers wake all of its callers at once, and they go on to the next step
+/// together — so without this the first of them to get there takes a batch of
+/// one (and a second drainer another), and the rest wait for those to finish
+/// before their own batch can start.
+pub async fn gather() {
+    tokio::task::yield_now().await;
 }
 
 /// A caller draining its first batch itself, until it is done with it.
@@ -224,6 +235,35 @@ mod tests {
         .await;
         assert!(spawned, "a drainer takes over what arrived meanwhile");
         assert_eq!(busy.next_batch(10), Some(vec![2]));
+    }
+
+    #[tokio::test]
+    async fn callers_woken_together_meet_in_one_batch() {
+        let lane = std::sync::Arc::new(BatchLane::new(2));
+        let go = std::sync::Arc::new(tokio::sync::Notify::new());
+        let batches = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let callers: Vec<_> = (0..50)
+            .map(|i| {
+                let (lane, go, batches) = (lane.clone(), go.clone(), batches.clone());
+                tokio::spawn(async move {
+                    go.notified().await;
+                    let work = |b: Vec<i32>| {
+                        batches.lock().unwrap().push(b.len());
+                        async {}
+                    };
+                    lane.submit(i, 100, work, || {}).await;
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // Every caller wakes at once, as a batch's answers wake its callers.
+        go.notify_waiters();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 50, "{batches:?}");
+        assert!(batches.iter().all(|n| *n > 1), "nobody took a batch of one ahead of the rest: {batches:?}");
     }
 
     #[tokio::test]

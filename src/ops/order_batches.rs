@@ -71,6 +71,7 @@ impl OrderBatches {
     async fn drain(&self, lane: usize) {
         let lane = &self.lanes[lane];
         let mut drainer = lane.drainer();
+        crate::batch_lane::gather().await;
         while let Some(batch) = drainer.next_batch(MAX_BATCH) {
             self.run(batch).await;
         }

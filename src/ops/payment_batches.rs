@@ -98,6 +98,7 @@ impl PaymentBatches {
 
     async fn drain(&self) {
         let mut drainer = self.lane.drainer();
+        crate::batch_lane::gather().await;
         while let Some(batch) = drainer.next_batch(MAX_BATCH) {
             self.run(batch).await;
         }

@@ -102,8 +102,7 @@ impl BatchedRead for CheckoutProbes {
     type Value = Arc<CheckoutProbe>;
 
     async fn read(store: &Store, keys: &[ProbeKey]) -> StoreResult<HashMap<ProbeKey, Arc<CheckoutProbe>>> {
-        let carts: BTreeSet<String> = keys.iter().map(|k| k.cart_id.to_string()).collect();
-        let q = checkout_probe_sql(store.dialect, carts);
+        let q = checkout_probe_sql(store.dialect, keys.iter().map(|k| k.cart_id.to_string()).collect());
         let rows = q.build().fetch_all(&store.pool).await?;
         let mut carts: HashMap<Uuid, CheckoutProbe> = HashMap::new();
         for r in &rows {

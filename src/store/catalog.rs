@@ -494,8 +494,7 @@ impl Store {
         rows.iter().map(summary_row).collect()
     }
 
-    /// The plan the database chooses for a list query: `EXPLAIN (ANALYZE, BUFFERS)`
-    /// on PostgreSQL (the query really runs), `EXPLAIN QUERY PLAN` on SQLite.
+    /// The plan the database chooses for a list query ([`Store::explain`]).
     pub async fn explain_product_list(&self, q: &ProductListQuery) -> StoreResult<Vec<String>> {
         self.explain(product_list_sql(q, self.dialect)).await
     }
