@@ -89,7 +89,7 @@ pub struct NewCartInput {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddItemInput {
-    /// Either `sku` or `variant_id`.
+    /// Either `sku` or `variant_id` (given both, `variant_id` decides).
     pub sku: Option<String>,
     pub variant_id: Option<Uuid>,
     pub quantity: i64,
@@ -175,7 +175,11 @@ pub async fn add_item(store: &Store, cart: &CartRecord, input: &AddItemInput, s:
         return Err(ApiError::invalid_field("sku", "required", "give a sku or a variant_id"));
     }
     let item = store.purchasable(input.variant_id, input.sku.as_deref()).await?.ok_or_else(|| {
-        ApiError::invalid_field(if input.sku.is_some() { "sku" } else { "variant_id" }, "unknown_variant", "no such variant")
+        ApiError::invalid_field(
+            if input.variant_id.is_some() { "variant_id" } else { "sku" },
+            "unknown_variant",
+            "no such variant",
+        )
     })?;
     if item.product_status != ProductStatus::Published {
         return Err(ApiError::invalid_field("sku", "unavailable", "this product is not for sale"));

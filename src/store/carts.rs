@@ -309,24 +309,20 @@ impl Store {
         Ok(self.reads.cart_lines.load(self, (cart.id, cart.currency.clone())).await?.unwrap_or_default())
     }
 
-    /// A variant by id or SKU, with its product's status.
-    /// Both given: the variant with that id, else the one with that SKU.
+    /// A variant by id or SKU, with its product's status. Given both, the id
+    /// decides.
     pub async fn purchasable(&self, variant_id: Option<Uuid>, sku: Option<&str>) -> StoreResult<Option<Purchasable>> {
         // A statement per key rather than `v.id = $1 OR v.sku = $2`: PostgreSQL
         // planned that one afresh on every call (the plan for the one key given
         // always beat the generic plan), ~9× its execution time on every cart add.
         const SELECT: &str = "SELECT v.id, p.status FROM variants v JOIN products p ON p.id = v.product_id WHERE ";
-        let mut row = None;
-        if let Some(variant_id) = variant_id {
-            let mut q = SqlBuilder::new(SELECT);
-            q.push("v.id = ").bind(variant_id.to_string());
-            row = q.build().fetch_optional(&self.pool).await?;
-        }
-        if let (None, Some(sku)) = (&row, sku) {
-            let mut q = SqlBuilder::new(SELECT);
-            q.push("v.sku = ").bind(sku);
-            row = q.build().fetch_optional(&self.pool).await?;
-        }
+        let mut q = SqlBuilder::new(SELECT);
+        match (variant_id, sku) {
+            (Some(variant_id), _) => q.push("v.id = ").bind(variant_id.to_string()),
+            (None, Some(sku)) => q.push("v.sku = ").bind(sku),
+            (None, None) => return Ok(None),
+        };
+        let row = q.build().fetch_optional(&self.pool).await?;
         row.map(|r| {
             let status = text(&r, "status")?;
             Ok(Purchasable {
