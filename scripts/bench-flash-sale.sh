@@ -10,7 +10,7 @@
 # PostgreSQL needs max_connections above the concurrency (700 here:
 # ALTER SYSTEM SET max_connections = 700, then a restart).
 # Settings: BUYERS (20000), STOCK (1000), CONCURRENCY (500), PG_URL,
-# PARTS ("pgbench flash flash2 steady browse": which parts to run).
+# PARTS ("pgbench flash floor split flash2 steady browse": which parts to run; floor needs flash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ BUYERS=${BUYERS:-20000}
 STOCK=${STOCK:-1000}
 CONCURRENCY=${CONCURRENCY:-500}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
-PARTS=${PARTS:-pgbench flash flash2 steady browse}
+PARTS=${PARTS:-pgbench flash floor split flash2 steady browse}
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK}
 
@@ -50,6 +50,41 @@ stop_all() {
   pids=()
 }
 
+# CPU time of every thread (ns, /proc/*/task/*/schedstat): "pid tid comm ns".
+threads_cpu() {
+  for t in /proc/[0-9]*/task/[0-9]*; do
+    local p=${t#/proc/} c ns
+    c=$(cat "$t/comm" 2>/dev/null) && read -r ns _ <"$t/schedstat" 2>/dev/null && echo "${p%%/*} ${t##*/} $c $ns"
+  done
+}
+
+# While a paying-only flash sale runs on one instance: the CPU its storm took
+# per paid order, by process (server, load generator, PostgreSQL), from the
+# moment every cart holds the variant until every order is paid (the watcher's
+# own database session left out).
+storm_cpu() { # database, orders
+  local db=$1 orders=$2 n=0 t0 t1 own
+  coproc WATCH { psql "$PG_URL/$db" -At 2>/dev/null; }
+  echo "SELECT pg_backend_pid();" >&"${WATCH[1]}"; read -r own <&"${WATCH[0]}"
+  until [ "$n" -ge "$orders" ]; do
+    sleep 0.01
+    echo "SELECT count(*) FROM cart_items;" >&"${WATCH[1]}"; read -r n <&"${WATCH[0]}" || return
+  done
+  threads_cpu >"$WORK/cpu0"; t0=$(date +%s%N); n=0
+  until [ "$n" -ge "$orders" ]; do
+    sleep 0.01
+    echo "SELECT count(*) FROM orders WHERE status = 'paid';" >&"${WATCH[1]}"; read -r n <&"${WATCH[0]}" || return
+  done
+  threads_cpu >"$WORK/cpu1"; t1=$(date +%s%N)
+  eval "exec ${WATCH[1]}>&-"
+  awk -v srv="$(pgrep -f "$BIN serve" | head -1)" -v lg="$(pgrep -f "$BIN loadtest" | head -1)" -v own="$own" -v orders="$orders" -v wall=$((t1 - t0)) '
+    NR == FNR { before[$2] = $4; next }
+    $2 in before && $1 != own { d = $4 - before[$2]; g = $1 == srv ? "server" : $1 == lg ? "load generator" : $3 == "postgres" ? "PostgreSQL" : "other"; cpu[g] += d; all += d }
+    END { printf "storm %.0f ms; CPU per paid order (ms):", wall / 1e6
+          for (g in cpu) printf " %s %.3f,", g, cpu[g] / 1e6 / orders
+          printf " all %.3f\n", all / 1e6 / orders }' "$WORK/cpu0" "$WORK/cpu1"
+}
+
 for part in $PARTS; do
   case $part in
   pgbench)
@@ -66,6 +101,37 @@ for part in $PARTS; do
     serve 18081
     "$BIN" loadtest --scenario flash-sale --target http://127.0.0.1:18081 --admin-email load@example.com \
       --buyers "$BUYERS" --stock "$STOCK" --concurrency "$CONCURRENCY" --json "$OUT/flash-sale.json" --html "$OUT/flash-sale.html"
+    stop_all
+    ;;
+  floor)
+    # After `flash`: the rows 250 paid checkouts write, sent by pgbench in two
+    # transactions with nothing else around them (scripts/paid-order-writes.sql),
+    # two at a time, on a copy of the flash shop. What the database alone needs per
+    # paid order: a floor for the storm's cost, whatever the server does.
+    echo "### floor: a paid order's rows alone, 250 orders per batch, 2 clients, 20 s"
+    psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS mercato_bench_floor WITH (FORCE)' \
+      -c 'CREATE DATABASE mercato_bench_floor TEMPLATE mercato_bench_flash' 2>/dev/null
+    psql "$PG_URL/mercato_bench_floor" -qc 'UPDATE stock_levels SET on_hand = 1000000000000, reserved = 0' \
+      -c 'CREATE TABLE floor_carts AS SELECT row_number() OVER (ORDER BY id) AS n, id FROM carts' -c 'CREATE INDEX ON floor_carts (n)' -c 'ANALYZE'
+    variant=$(psql "$PG_URL/mercato_bench_floor" -Atc "SELECT variant_id FROM order_lines LIMIT 1")
+    location=$(psql "$PG_URL/mercato_bench_floor" -Atc "SELECT location_id FROM stock_levels WHERE variant_id = '$variant' LIMIT 1")
+    read -r _ u0 n0 s0 i0 w0 q0 sq0 _ </proc/stat
+    pgbench -n -M prepared -c 2 -j 2 -T 20 -D n=250 -D V="$variant" -D L="$location" -f scripts/paid-order-writes.sql \
+      "$PG_URL/mercato_bench_floor" | grep -E "^tps" | tee "$WORK/floor.txt"
+    read -r _ u1 n1 s1 i1 w1 q1 sq1 _ </proc/stat
+    busy=$(( (u1 + n1 + s1 + q1 + sq1) - (u0 + n0 + s0 + q0 + sq0) )) all=$(( busy + (i1 + w1) - (i0 + w0) ))
+    awk -v busy="$busy" -v all="$all" '/^tps/ { printf "paid orders/s: %.0f; machine busy %.0f %%\n", $3 * 250, 100 * busy / all }' "$WORK/floor.txt"
+    ;;
+  split)
+    # Every buyer pays (buyers = stock), job workers off: where a paid checkout's CPU goes.
+    echo "### flash sale: $STOCK buyers, $STOCK units, concurrency $CONCURRENCY, CPU by process"
+    fresh_shop mercato_bench_split
+    MERCATO_WORKERS=0 serve 18081
+    storm_cpu mercato_bench_split "$STOCK" &
+    watcher=$!
+    "$BIN" loadtest --scenario flash-sale --target http://127.0.0.1:18081 --admin-email load@example.com \
+      --buyers "$STOCK" --stock "$STOCK" --concurrency "$CONCURRENCY" | grep -A1 "^checkout"
+    wait "$watcher"
     stop_all
     ;;
   flash2)
