@@ -109,6 +109,8 @@ for part in $PARTS; do
     # two at a time, on a copy of the flash shop. What the database alone needs per
     # paid order: a floor for the storm's cost, whatever the server does.
     echo "### floor: a paid order's rows alone, 250 orders per batch, 2 clients, 20 s"
+    [ "$(psql "$PG_URL/postgres" -Atc "SELECT count(*) FROM pg_database WHERE datname = 'mercato_bench_flash'")" = 1 ] ||
+      { echo "floor copies the flash part's shop: run PARTS=\"flash floor\"" >&2; exit 2; }
     psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS mercato_bench_floor WITH (FORCE)' \
       -c 'CREATE DATABASE mercato_bench_floor TEMPLATE mercato_bench_flash' 2>/dev/null
     psql "$PG_URL/mercato_bench_floor" -qc 'UPDATE stock_levels SET on_hand = 1000000000000, reserved = 0' \
