@@ -53,7 +53,10 @@ pub fn render(report: &Report) -> String {
             let errors: Vec<String> = op
                 .errors
                 .iter()
-                .map(|e| format!("{} {} ×{}", e.key.status.map_or("-".into(), |s| s.to_string()), escape(&e.key.kind), e.count))
+                .map(|e| {
+                    let status = e.key.status.map_or("-".into(), |s| s.to_string());
+                    format!("{status} {} ×{} (p99 {:.1} ms)", escape(&e.key.kind), e.count, e.latency_ms.p99)
+                })
                 .collect();
             let _ = writeln!(
                 page,

@@ -77,7 +77,10 @@ pub struct OpReport {
     pub op: Op,
     pub requests: u64,
     pub ok: u64,
+    /// Every answer.
     pub latency_ms: Percentiles,
+    /// Successful answers alone.
+    pub ok_latency_ms: Percentiles,
     pub errors: Vec<ErrorCount>,
 }
 
@@ -86,6 +89,7 @@ pub struct ErrorCount {
     #[serde(flatten)]
     pub key: ErrorKey,
     pub count: u64,
+    pub latency_ms: Percentiles,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -144,7 +148,11 @@ pub fn summarise(steps: &[Step], runs: &[StepRun], tally: &Tally) -> (Vec<StepRe
         let mut ops = Vec::new();
         for ((_, op), cell) in tally.cells.range((i, Op::Cart)..=(i, Op::Search)) {
             all.add(&cell.latency).expect("same bounds");
-            let mut errors: Vec<ErrorCount> = cell.errors.iter().map(|(k, n)| ErrorCount { key: k.clone(), count: *n }).collect();
+            let mut errors: Vec<ErrorCount> = cell
+                .errors
+                .iter()
+                .map(|(k, h)| ErrorCount { key: k.clone(), count: h.len(), latency_ms: Percentiles::of(h) })
+                .collect();
             errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
             let requests = cell.latency.len();
             ops.push(OpReport {
@@ -152,6 +160,7 @@ pub fn summarise(steps: &[Step], runs: &[StepRun], tally: &Tally) -> (Vec<StepRe
                 requests,
                 ok: requests - cell.failed(),
                 latency_ms: Percentiles::of(&cell.latency),
+                ok_latency_ms: Percentiles::of(&cell.ok_latency),
                 errors,
             });
         }
@@ -195,6 +204,10 @@ pub fn summarise(steps: &[Step], runs: &[StepRun], tally: &Tally) -> (Vec<StepRe
     (out, timeline)
 }
 
+fn short(p: &Percentiles) -> String {
+    format!("ms p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}", p.p50, p.p90, p.p99, p.max)
+}
+
 impl Report {
     /// The report for a terminal.
     pub fn text(&self) -> String {
@@ -234,10 +247,17 @@ impl Report {
                     p.p99_9,
                     p.max
                 );
-                for e in &op.errors {
-                    let status = e.key.status.map_or("-".to_owned(), |s| s.to_string());
-                    let kind = if e.key.kind.is_empty() { "(no problem type)" } else { &e.key.kind };
-                    let _ = writeln!(s, "      {status} {kind}: {}", e.count);
+                // With failures among the answers, each outcome's latencies on its
+                // own: a refusal is answered far sooner than an order is placed.
+                if !op.errors.is_empty() {
+                    if op.ok > 0 {
+                        let _ = writeln!(s, "      ok: {}   {}", op.ok, short(&op.ok_latency_ms));
+                    }
+                    for e in &op.errors {
+                        let status = e.key.status.map_or("-".to_owned(), |s| s.to_string());
+                        let kind = if e.key.kind.is_empty() { "(no problem type)" } else { &e.key.kind };
+                        let _ = writeln!(s, "      {status} {kind}: {}   {}", e.count, short(&e.latency_ms));
+                    }
                 }
             }
         }
@@ -329,10 +349,33 @@ mod tests {
         assert_eq!(json["steps"][1]["model"], "closed");
         assert_eq!(json["steps"][1]["concurrency"], 4);
         assert_eq!(json["steps"][1]["ops"][0]["op"], "checkout");
-        assert_eq!(
-            json["steps"][1]["ops"][0]["errors"][0],
-            serde_json::json!({"status": 409, "type": "out_of_stock", "count": 10})
-        );
+        let refused = &json["steps"][1]["ops"][0]["errors"][0];
+        assert_eq!((&refused["status"], &refused["type"], &refused["count"]), (&409.into(), &"out_of_stock".into(), &10.into()));
+        assert!(refused["latency_ms"]["max"].as_f64().is_some_and(|m| (91.0..=93.0).contains(&m)), "{refused}");
+        assert!(json["steps"][1]["ops"][0]["ok_latency_ms"]["max"].as_f64().is_some_and(|m| m >= 100.0), "{json}");
+    }
+
+    #[test]
+    fn successes_and_each_failure_have_their_own_latencies() {
+        let r = Recorder::new(Instant::now());
+        let sold_out = ErrorKey { status: Some(409), kind: "out_of_stock".into() };
+        for i in 0..10 {
+            r.record(i, 0, Op::Checkout, Instant::now() - Duration::from_millis(200), None);
+            r.record(i, 0, Op::Checkout, Instant::now() - Duration::from_millis(2), Some(sold_out.clone()));
+        }
+        let steps = vec![Step {
+            name: "checkout c=4".into(),
+            load: Load::Closed { concurrency: 4 },
+            multiple: 1.0,
+            kind: StepKind::Storm { sale: 0 },
+        }];
+        let runs = vec![StepRun { started: Duration::ZERO, elapsed: Duration::from_secs(1) }];
+        let (reports, _) = summarise(&steps, &runs, &r.finish());
+        let op = &reports[0].ops[0];
+        assert!(op.latency_ms.p50 < 100.0 && op.latency_ms.max >= 200.0, "{:?}", op.latency_ms);
+        assert!(op.ok_latency_ms.p50 >= 199.0, "{:?}", op.ok_latency_ms);
+        assert_eq!(op.errors[0].count, 10);
+        assert!(op.errors[0].latency_ms.max < 100.0, "{:?}", op.errors[0].latency_ms);
     }
 
     #[test]

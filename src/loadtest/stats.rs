@@ -90,17 +90,26 @@ pub struct Live {
 
 /// Latencies and errors of one operation in one step.
 pub struct Cell {
+    /// Every answer.
     pub latency: Histogram<u64>,
-    pub errors: BTreeMap<ErrorKey, u64>,
+    /// Successful answers alone: in a flash sale the buyers who got an order,
+    /// whose path is much longer than a refusal's.
+    pub ok_latency: Histogram<u64>,
+    /// Failures by status and problem type, each with its own latencies.
+    pub errors: BTreeMap<ErrorKey, Histogram<u64>>,
+}
+
+fn latencies() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds")
 }
 
 impl Cell {
     fn new() -> Self {
-        Cell { latency: Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid bounds"), errors: BTreeMap::new() }
+        Cell { latency: latencies(), ok_latency: latencies(), errors: BTreeMap::new() }
     }
 
     pub fn failed(&self) -> u64 {
-        self.errors.values().sum()
+        self.errors.values().map(Histogram::len).sum()
     }
 }
 
@@ -170,8 +179,9 @@ impl Recorder {
         second.errors += u64::from(error.is_some());
         let cell = s.cells.entry((step, op)).or_insert_with(Cell::new);
         cell.latency.saturating_record(micros);
-        if let Some(e) = error {
-            *cell.errors.entry(e).or_default() += 1;
+        match error {
+            None => cell.ok_latency.saturating_record(micros),
+            Some(e) => cell.errors.entry(e).or_insert_with(latencies).saturating_record(micros),
         }
     }
 
@@ -231,8 +241,9 @@ impl Tally {
             }
             Some(t) => {
                 t.latency.add(&cell.latency).expect("same bounds");
-                for (e, n) in cell.errors {
-                    *t.errors.entry(e).or_default() += n;
+                t.ok_latency.add(&cell.ok_latency).expect("same bounds");
+                for (e, h) in cell.errors {
+                    t.errors.entry(e).or_insert_with(latencies).add(&h).expect("same bounds");
                 }
             }
         }
@@ -262,7 +273,8 @@ mod tests {
         let t = r.finish();
         let checkout = &t.cells[&(1, Op::Checkout)];
         assert_eq!(checkout.latency.len(), 21);
-        assert_eq!(checkout.errors[&out_of_stock], 10);
+        assert_eq!(checkout.ok_latency.len(), 10);
+        assert_eq!(checkout.errors[&out_of_stock].len(), 10);
         assert_eq!(checkout.failed(), 11);
         assert_eq!(t.cells[&(0, Op::Cart)].latency.len(), 10);
         assert_eq!(t.dropped[&1], 2);

@@ -74,6 +74,10 @@ async fn a_flash_sale_sells_exactly_the_stock_and_the_books_add_up(app: TestApp)
     assert_eq!(checkout.errors[0].count, 50);
     assert_eq!(json["steps"][1]["ops"][0]["errors"][0]["type"], "out_of_stock");
     assert!(storm.latency_ms.p50 > 0.0 && storm.latency_ms.p50 <= storm.latency_ms.max);
+    // The buyers who got an order and the refused ones, each on their own.
+    assert!(checkout.ok_latency_ms.p50 > 0.0 && checkout.ok_latency_ms.max <= checkout.latency_ms.max);
+    assert!(checkout.errors[0].latency_ms.p50 > 0.0 && checkout.errors[0].latency_ms.max <= checkout.latency_ms.max);
+    assert!(report.text().contains("      ok: 10   ms p50 "), "{}", report.text());
     assert_eq!(books.answered.len(), 10);
     let stock = app.store.stock_level(&books.stocked[0].sku).await.unwrap().unwrap();
     assert_eq!(stock.on_hand - stock.reserved, 0, "sold out, not oversold");
