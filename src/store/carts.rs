@@ -135,11 +135,12 @@ impl BatchedRead for CheckoutProbes {
 
 // The two reads of checkout's storm look up each cart's lines through the
 // (cart_id, variant_id) index, whatever PostgreSQL's statistics say. Carts filled in
-// the minutes before a sale have none yet, and without them the planner joins an
-// IN list of carts by scanning every cart line of the shop, once per batch. On
+// the minutes before a sale have none yet, and without them the planner joins a
+// list of carts by scanning every cart line of the shop, once per batch. On
 // PostgreSQL each cart's lines are therefore read by a lateral subquery (`OFFSET 0`
 // keeps it from being flattened back into that join); SQLite looks them up through
-// the index as it is.
+// the index as it is. The carts are one array parameter on PostgreSQL
+// (`SqlBuilder::bind_in`), so each read is one statement text at every batch size.
 
 /// The checkout probe of `carts`: each cart (absent when it does not exist) with
 /// its lines' variants and quantities, lines in order.
@@ -160,7 +161,7 @@ pub fn checkout_probe_sql(dialect: Dialect, carts: BTreeSet<String>) -> SqlBuild
              LEFT JOIN variants v ON v.id = ci.variant_id"
         }
     });
-    q.push(" WHERE c.id IN (").bind_list(carts).push(") ORDER BY c.id, ci.id");
+    q.push(" WHERE c.id").bind_in(dialect, carts).push(" ORDER BY c.id, ci.id");
     q
 }
 
@@ -181,12 +182,12 @@ pub fn cart_lines_sql(dialect: Dialect, currencies: BTreeSet<&str>, carts: BTree
     );
     q.bind_list(currencies);
     q.push(match dialect {
-        Dialect::Postgres => ") WHERE i.cart_id = c.id OFFSET 0) ci WHERE c.id IN (",
-        Dialect::Sqlite => ") WHERE i.cart_id IN (",
+        Dialect::Postgres => ") WHERE i.cart_id = c.id OFFSET 0) ci WHERE c.id",
+        Dialect::Sqlite => ") WHERE i.cart_id",
     });
-    q.bind_list(carts).push(match dialect {
-        Dialect::Postgres => ") ORDER BY ci.cart_id, ci.id",
-        Dialect::Sqlite => ") ORDER BY i.cart_id, i.id",
+    q.bind_in(dialect, carts).push(match dialect {
+        Dialect::Postgres => " ORDER BY ci.cart_id, ci.id",
+        Dialect::Sqlite => " ORDER BY i.cart_id, i.id",
     });
     q
 }

@@ -371,6 +371,11 @@ impl Store {
         Ok(tx)
     }
 
+    /// The database this store talks to.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Whether write transactions wait for one database-wide lock (SQLite), each
     /// holding a pooled connection while it waits.
     pub fn writers_queue(&self) -> bool {
@@ -472,6 +477,27 @@ pub struct SqlBuilder {
     args: Vec<Arg>,
 }
 
+/// A PostgreSQL array literal of `values`, each quoted, so any text (commas,
+/// braces, quotes, the word NULL) is one element as it is.
+fn text_array(values: impl IntoIterator<Item = String>) -> String {
+    let mut array = String::from("{");
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            array.push(',');
+        }
+        array.push('"');
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                array.push('\\');
+            }
+            array.push(c);
+        }
+        array.push('"');
+    }
+    array.push('}');
+    array
+}
+
 impl SqlBuilder {
     pub fn new(sql: &'static str) -> Self {
         Self { sql: sql.to_owned(), args: Vec::new() }
@@ -498,6 +524,17 @@ impl SqlBuilder {
             self.bind(v);
         }
         self
+    }
+
+    /// Appends a membership test of `values`: ` IN ($a, $b, ...)` on SQLite; on
+    /// PostgreSQL ` = ANY(CAST($a AS TEXT[]))`, one statement text whatever the
+    /// number of values, so a batched read is prepared and planned once per
+    /// connection instead of once per batch size.
+    pub fn bind_in(&mut self, dialect: Dialect, values: impl IntoIterator<Item = String>) -> &mut Self {
+        match dialect {
+            Dialect::Sqlite => self.push(" IN (").bind_list(values).push(")"),
+            Dialect::Postgres => self.push(" = ANY(CAST(").bind(text_array(values)).push(" AS TEXT[]))"),
+        }
     }
 
     /// Appends `($a, $b), ($c, $d), ...` for rows of values.
@@ -551,6 +588,24 @@ mod tests {
         let mut q = SqlBuilder::new("SELECT 1 WHERE a = ");
         q.bind("x").push(" AND b IN (").bind_list([1i64, 2]).push(")");
         assert_eq!(q.sql(), "SELECT 1 WHERE a = $1 AND b IN ($2, $3)");
+    }
+
+    #[test]
+    fn membership_is_one_placeholder_on_postgres_and_a_list_on_sqlite() {
+        let values = || ["a".to_owned(), "b".to_owned()];
+        let mut q = SqlBuilder::new("SELECT 1 WHERE a");
+        q.bind_in(Dialect::Postgres, values());
+        assert_eq!(q.sql(), "SELECT 1 WHERE a = ANY(CAST($1 AS TEXT[]))");
+        let mut q = SqlBuilder::new("SELECT 1 WHERE a");
+        q.bind_in(Dialect::Sqlite, values());
+        assert_eq!(q.sql(), "SELECT 1 WHERE a IN ($1, $2)");
+    }
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        let values = ["plain", "a,b", "{x}", "say \"hi\"", "back\\slash", "NULL", ""].map(str::to_owned);
+        assert_eq!(text_array(values), r#"{"plain","a,b","{x}","say \"hi\"","back\\slash","NULL",""}"#);
+        assert_eq!(text_array([]), "{}");
     }
 
     #[test]

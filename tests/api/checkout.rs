@@ -951,6 +951,22 @@ async fn paying_orders_together_writes_what_paying_each_alone_does(app: TestApp)
     assert_eq!(untouched[0], "pending_payment");
 }
 
+/// Batched reads test membership as one array parameter on PostgreSQL: any text
+/// is matched as it is, whatever it holds.
+async fn membership_tests_match_any_text_exactly(app: TestApp) {
+    use sqlx::Row;
+
+    let values = ["plain", "a,b", "{x}", "say \"hi\"", "back\\slash", "NULL", "", " spaced ", "ünïcode"];
+    let mut q = mercato::store::SqlBuilder::new("SELECT x FROM (");
+    for (i, v) in values.iter().chain(&["absent", "a", "b"]).enumerate() {
+        q.push(if i == 0 { "SELECT " } else { " UNION ALL SELECT " }).bind(*v).push(" AS x");
+    }
+    q.push(") t WHERE x").bind_in(app.store.dialect(), values.iter().map(|v| (*v).to_owned()));
+    let found: std::collections::BTreeSet<String> =
+        q.build().fetch_all(app.store.pool()).await.unwrap().iter().map(|r| r.get("x")).collect();
+    assert_eq!(found, values.iter().map(|v| (*v).to_owned()).collect());
+}
+
 /// Keys claimed at the same moment share one statement, and a key still has
 /// one winner: of many concurrent claims of one key exactly one is fresh.
 async fn concurrent_claims_of_one_key_have_one_winner(app: TestApp) {
@@ -975,6 +991,7 @@ async fn concurrent_claims_of_one_key_have_one_winner(app: TestApp) {
 }
 
 on_both_databases!(
+    membership_tests_match_any_text_exactly,
     concurrent_claims_of_one_key_have_one_winner,
     concurrent_requests_share_reads_and_each_gets_its_own_answer,
     the_checkout_answer_is_the_order_as_stored,
