@@ -50,7 +50,7 @@ pub fn render(report: &Report) -> String {
         );
         for op in &st.ops {
             let p = &op.latency_ms;
-            let errors: Vec<String> = op
+            let mut errors: Vec<String> = op
                 .errors
                 .iter()
                 .map(|e| {
@@ -58,6 +58,9 @@ pub fn render(report: &Report) -> String {
                     format!("{status} {} ×{} (p99 {:.1} ms)", escape(&e.key.kind), e.count, e.latency_ms.p99)
                 })
                 .collect();
+            if !errors.is_empty() && op.ok > 0 {
+                errors.insert(0, format!("ok ×{} (p99 {:.1} ms)", op.ok, op.ok_latency_ms.p99));
+            }
             let _ = writeln!(
                 page,
                 "<tr><td></td><td>{}</td><td>{}</td><td>{}</td><td></td><td></td><td></td><td>{:.1}</td><td>{:.1}</td>\

@@ -262,12 +262,8 @@ impl Report {
             }
         }
         if let Some(e) = &self.emails {
-            let p = &e.latency_ms;
-            let _ = writeln!(
-                s,
-                "confirmation e-mails: {} of {} sent; answer → e-mail ms p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-                e.sent, e.orders, p.p50, p.p90, p.p99, p.max
-            );
+            let _ =
+                writeln!(s, "confirmation e-mails: {} of {} sent; answer → e-mail {}", e.sent, e.orders, short(&e.latency_ms));
         }
         if let Some(note) = &self.invariants_note {
             let _ = writeln!(s, "invariants not checked: {note}");

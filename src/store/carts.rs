@@ -178,12 +178,12 @@ pub fn cart_lines_sql(dialect: Dialect, currencies: BTreeSet<&str>, carts: BTree
          FROM cart_items i
          JOIN variants v ON v.id = i.variant_id
          JOIN products p ON p.id = v.product_id
-         LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency IN (",
+         LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency",
     );
-    q.bind_list(currencies);
+    q.bind_in(dialect, currencies.into_iter().map(str::to_owned));
     q.push(match dialect {
-        Dialect::Postgres => ") WHERE i.cart_id = c.id OFFSET 0) ci WHERE c.id",
-        Dialect::Sqlite => ") WHERE i.cart_id",
+        Dialect::Postgres => " WHERE i.cart_id = c.id OFFSET 0) ci WHERE c.id",
+        Dialect::Sqlite => " WHERE i.cart_id",
     });
     q.bind_in(dialect, carts).push(match dialect {
         Dialect::Postgres => " ORDER BY ci.cart_id, ci.id",
