@@ -10,7 +10,8 @@
 # PostgreSQL needs max_connections above the concurrency (700 here:
 # ALTER SYSTEM SET max_connections = 700, then a restart).
 # Settings: BUYERS (20000), STOCK (1000), CONCURRENCY (500), PG_URL,
-# PARTS ("pgbench flash floor split flash2 steady browse": which parts to run; floor needs flash).
+# PARTS ("pgbench roundtrip flash floor split flash2 steady browse": which parts to run;
+# floor needs flash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ BUYERS=${BUYERS:-20000}
 STOCK=${STOCK:-1000}
 CONCURRENCY=${CONCURRENCY:-500}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
-PARTS=${PARTS:-pgbench flash floor split flash2 steady browse}
+PARTS=${PARTS:-pgbench roundtrip flash floor split flash2 steady browse}
 WORK=$(mktemp -d)
 OUT=${OUT:-$WORK}
 
@@ -150,6 +151,18 @@ for part in $PARTS; do
     grep -A1 "^checkout" "$WORK/split.txt" || cat "$WORK/split.txt"
     wait "${pids[-1]}" || true
     stop_all
+    ;;
+  roundtrip)
+    # What one client/database round trip costs this machine in CPU, everything
+    # included: pgbench's prepared `SELECT 1` with both cores kept busy.
+    echo "### round trip: pgbench -M prepared, SELECT 1, 32 clients, 5 s"
+    echo 'SELECT 1;' >"$WORK/select1.sql"
+    read -r _ u0 n0 s0 i0 w0 q0 sq0 _ </proc/stat
+    tps=$(pgbench -n -M prepared -c 32 -j 2 -T 5 -f "$WORK/select1.sql" "$PG_URL/postgres" | awk '/^tps/ { print $3 }')
+    read -r _ u1 n1 s1 i1 w1 q1 sq1 _ </proc/stat
+    busy=$(( (u1 + n1 + s1 + q1 + sq1) - (u0 + n0 + s0 + q0 + sq0) ))
+    awk -v tps="$tps" -v busy="$busy" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { printf "round trips/s: %.0f; CPU per round trip: %.1f us\n", tps, busy / hz * 1e6 / (tps * 5) }'
     ;;
   flash2)
     echo "### flash sale: $BUYERS buyers, $STOCK units, concurrency $CONCURRENCY, two instances on one database"
